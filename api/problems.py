@@ -1,0 +1,181 @@
+"""One table from domain errors to RFC 9457 ``application/problem+json`` answers.
+
+Rule: every error a client can see has a stable machine-readable ``code`` (the member the tests and
+integrators key on) and an HTTP status chosen here, in one place. Anything unexpected becomes a 500
+whose body says nothing about internals; it is logged with the request id.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+
+log = logging.getLogger("splitledger.api")
+
+PROBLEM_JSON = "application/problem+json"
+
+# code -> (HTTP status, title)
+PROBLEMS: dict[str, tuple[int, str]] = {
+    # request shape
+    "malformed_json": (400, "The request body is not valid JSON"),
+    "invalid_request": (422, "The request does not match the schema"),
+    "unauthorized": (401, "Missing or invalid API key"),
+    "not_found": (404, "No such resource"),
+    "platform_exists": (409, "A platform with this id exists"),
+    "method_not_allowed": (405, "Method not allowed"),
+    "idempotency_conflict": (409, "Idempotency-Key reused with a different request"),
+    "idempotency_in_progress": (409, "A request with this Idempotency-Key is still being processed"),
+    # ledger
+    "invalid_entry": (422, "The journal entry is invalid"),
+    "unknown_account": (404, "Unknown ledger account"),
+    "account_exists": (409, "The account exists with different attributes"),
+    "insufficient_funds": (422, "Insufficient funds"),
+    "entry_not_found": (404, "Unknown journal entry"),
+    "store_unavailable": (503, "The database is unavailable"),
+    # split engine
+    "split_invalid": (422, "The split does not add up"),
+    "refund_exceeds_captured": (422, "The refund exceeds what is left to refund"),
+    "reversal_exceeds_allocation": (422, "The refund takes more from a party than it was allocated"),
+    "explicit_amounts_do_not_sum": (422, "Per-party refund amounts do not sum to the refund amount"),
+    "settlement_instruction_invalid": (422, "DOKU's split instruction cannot be built"),
+    # marketplace
+    "unknown_seller": (422, "Unknown seller"),
+    "seller_exists": (409, "A seller with this id exists"),
+    "seller_not_found": (404, "Unknown seller"),
+    "order_exists": (409, "An order with this invoice number exists"),
+    "order_not_found": (404, "Unknown order"),
+    "order_not_captured": (409, "The order has not been captured"),
+    "amount_mismatch": (422, "Amounts do not match"),
+    "refund_not_found": (404, "Unknown refund"),
+    "refund_not_pending": (409, "The refund is not pending"),
+    "payout_exceeds_available": (422, "The payout exceeds the seller's available balance"),
+    "payout_not_found": (404, "Unknown payout"),
+    "payout_not_pending": (409, "The payout is not pending"),
+    "settlement_report_invalid": (422, "The settlement report cannot be read"),
+    "gateway_not_configured": (409, "The platform has no DOKU credentials configured"),
+    "invalid_signature": (401, "Invalid DOKU signature"),
+    "stale_timestamp": (401, "DOKU request timestamp outside the accepted window"),
+    "unknown_client_id": (401, "Unknown DOKU Client-Id"),
+    "malformed_message": (400, "Malformed DOKU message"),
+    # gateway
+    "unavailable": (503, "DOKU is unavailable; retry later"),
+    "rejected": (502, "DOKU rejected the request"),
+    "unexpected_response": (502, "DOKU answered unexpectedly"),
+    "internal_error": (500, "Internal error"),
+}
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    extra: dict[str, Any] | None = None
+
+
+class ApiError(Exception):
+    """An error raised by the API layer itself (not a domain error)."""
+
+    def __init__(self, code: str, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or code)
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+
+def problem(
+    request: Request | None,
+    code: str,
+    detail: str | None = None,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
+    status: int | None = None,
+) -> Response:
+    default_status, title = PROBLEMS.get(code, (status or 400, code.replace("_", " ")))
+    status = status or default_status
+    request_id = request.scope.get("state", {}).get("request_id") if request is not None else None
+    body = Problem(
+        type=f"https://splitledger.dev/problems/{code.replace('_', '-')}",
+        title=title,
+        status=status,
+        code=code,
+        detail=detail,
+        instance=request.url.path if request is not None else None,
+        request_id=request_id,
+        errors=errors,
+        extra=extra or None,
+    )
+    headers = {"X-Request-Id": request_id} if request_id else {}
+    return Response(msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _problems_of(exc: Exception) -> list[dict[str, Any]] | None:
+    found = getattr(exc, "problems", None)
+    if not found:
+        return None
+    out = []
+    for item in found:
+        if isinstance(item, tuple):
+            out.append({"code": item[0], "detail": item[1]})
+        elif isinstance(item, msgspec.Struct):
+            out.append(msgspec.structs.asdict(item))
+        else:
+            out.append({"detail": str(item)})
+    return out
+
+
+def handle_domain_error(request: Request, exc: Exception) -> Response:
+    code = getattr(exc, "code", "internal_error")
+    if code not in PROBLEMS:
+        log.warning("error code %s has no problem mapping", code)
+    detail = getattr(exc, "detail", None) or str(exc) or None
+    extra = {k: v for k, v in (getattr(exc, "extra", None) or getattr(exc, "context", None) or {}).items()}
+    for attr in ("doku_code", "status"):
+        value = getattr(exc, attr, None)
+        if value is not None and isinstance(value, (str, int)) and attr != "status":
+            extra[attr] = value
+    return problem(request, code, detail if isinstance(detail, str) else None, errors=_problems_of(exc),
+                   extra=_jsonable(extra))
+
+
+def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in extra.items():
+        try:
+            msgspec.json.encode(value)
+        except TypeError:
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def handle_http_exception(request: Request, exc: HTTPException) -> Response:
+    if isinstance(exc, ValidationException):
+        errors = exc.extra if isinstance(exc.extra, list) else None
+        return problem(request, "invalid_request", str(exc.__cause__ or exc.detail), errors=errors)
+    if isinstance(exc, NotAuthorizedException):
+        return problem(request, "unauthorized", exc.detail)
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, msgspec.DecodeError):
+        cause = cause.__cause__
+    if cause is not None or (exc.status_code == 400 and "malformed" in str(exc.detail).lower()):
+        return problem(request, "malformed_json", str(exc.detail))
+    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code)
+    if code:
+        return problem(request, code, exc.detail)
+    return problem(request, f"http_{exc.status_code}", exc.detail, status=exc.status_code)
+
+
+def handle_unexpected(request: Request, exc: Exception) -> Response:
+    request_id = request.scope.get("state", {}).get("request_id")
+    log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
+    return problem(request, "internal_error", None)

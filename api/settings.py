@@ -1,0 +1,66 @@
+"""Service settings, read once from the environment (``SPLITLEDGER_*`` plus ``DATABASE_URL``).
+
+Rule: every knob that DOKU has not confirmed (paths, fee, time windows) is a setting with a
+documented default, never a constant buried in code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str | None = None
+    data_dir: str | None = None
+    auto_migrate: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    pool_min: int = 2
+    pool_max: int = 10
+    # The path DOKU POSTs notifications to; it must equal the Notification URL registered at DOKU
+    # because DOKU signs it as Request-Target.
+    notification_path: str = "/v1/doku/notifications"
+    # How old a notification's Request-Timestamp may be. DOKU resends after +30 min, +6 h, +12 h and
+    # operators resend by hand, so the window is generous; replays are harmless anyway because the
+    # inbox and capture are idempotent. 0 disables the check.
+    notification_max_age_s: int = 7 * 24 * 3600
+    # DOKU defaults used when a platform has not configured its own.
+    doku_base_url: str = "https://api-sandbox.doku.com"
+    doku_refund_path: str = "/jenius-digital-banking/v2/refund"
+    doku_reject_bad_response_signature: bool = True
+    doku_timeout_s: float = 10.0
+    # Orders still pending this long are checked with DOKU's status API (DOKU advises >= 60 s).
+    status_check_after_s: int = 300
+    status_check_interval_s: int = 60
+    status_check_enabled: bool = True
+    # Jenius settles T+2 working days; used by reconciliation for "still owed by DOKU".
+    settlement_days: int = 2
+    log_json: bool = True
+
+
+_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for field in msgspec.structs.fields(Settings):
+        key = "DATABASE_URL" if field.name == "database_url" else f"SPLITLEDGER_{field.name.upper()}"
+        if key not in env:
+            continue
+        raw = env[key]
+        default = field.default
+        if isinstance(default, bool):
+            values[field.name] = _BOOL[raw.strip().lower()]
+        elif isinstance(default, int):
+            values[field.name] = int(raw)
+        elif isinstance(default, float):
+            values[field.name] = float(raw)
+        else:
+            values[field.name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return msgspec.convert(values, Settings)
