@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
@@ -48,6 +48,8 @@ def build_entry(
         problems.append(("naive_datetime", "effective_at must carry a time zone"))
     total = 0
     for index, (code, amount) in enumerate(pairs):
+        if not isinstance(code, str) or not code:
+            problems.append(("missing_account", f"posting {index} has no account"))
         if type(amount) is not int:
             problems.append(("non_integer_amount", f"posting {index} amount must be an int, got {type(amount).__name__}"))
             continue
@@ -55,8 +57,6 @@ def build_entry(
             problems.append(("zero_amount", f"posting {index} to {code!r} is zero"))
         if abs(amount) > MAX_AMOUNT:
             problems.append(("amount_out_of_range", f"posting {index} amount exceeds {MAX_AMOUNT}"))
-        if not isinstance(code, str) or not code:
-            problems.append(("missing_account", f"posting {index} has no account"))
         total += amount
     if len(pairs) < 2:
         problems.append(("too_few_postings", "an entry needs at least two postings"))
@@ -83,9 +83,18 @@ def content_hash(draft: EntryDraft) -> bytes:
     body = (
         draft.kind,
         [(p.account, p.amount) for p in draft.postings],
-        draft.effective_at.isoformat() if draft.effective_at else None,
+        # an instant, not a wall-clock reading: equal datetimes in other time zones are the same content
+        _instant(draft.effective_at),
         draft.external_ref,
         draft.multi_currency,
         draft.metadata,
     )
     return hashlib.sha256(_encoder.encode(body)).digest()
+
+
+def _instant(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.isoformat()
+    return moment.astimezone(timezone.utc).isoformat()
