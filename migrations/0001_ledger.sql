@@ -8,6 +8,7 @@
 --   * the postings of an entry sum to zero per currency, and an entry has at least two postings
 --     (deferred constraint triggers, checked at commit);
 --   * one currency per entry unless the entry says multi_currency;
+--   * an account keeps its kind and currency;
 --   * a posting's running balance continues the account's previous posting, and an account that
 --     may not go negative never does (neither in a posting nor in its stored balance).
 
@@ -105,6 +106,20 @@ CREATE TRIGGER journal_entries_append_only BEFORE UPDATE OR DELETE ON journal_en
     FOR EACH ROW EXECUTE FUNCTION ledger_reject_change();
 CREATE TRIGGER journal_entries_no_truncate BEFORE TRUNCATE ON journal_entries
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_reject_change();
+
+-- An account's kind (hence normal_sign) and currency give its postings their meaning: changing
+-- either would reinterpret every balance and unbalance the trial balance.
+CREATE FUNCTION ledger_reject_account_redefinition() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.kind IS DISTINCT FROM OLD.kind OR NEW.currency IS DISTINCT FROM OLD.currency THEN
+        RAISE EXCEPTION 'account % keeps its kind and currency', OLD.account_id
+            USING ERRCODE = 'restrict_violation', CONSTRAINT = 'accounts_kind_currency_fixed';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER accounts_kind_currency_fixed BEFORE UPDATE OF kind, currency ON accounts
+    FOR EACH ROW EXECUTE FUNCTION ledger_reject_account_redefinition();
 
 -- A posting continues its account's running balance, keeps its currency, and never overdraws.
 CREATE FUNCTION ledger_check_posting() RETURNS trigger LANGUAGE plpgsql VOLATILE AS $$
