@@ -16,6 +16,8 @@ import time
 import asyncpg
 
 from api.problems import ApiError
+from ledger import chart
+from ledger.store import LedgerStore
 
 _PLATFORM_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
@@ -49,6 +51,7 @@ async def create_platform(conn: asyncpg.Connection, name: str, platform_id: str 
         )
         if inserted is None:
             raise ApiError("platform_exists", f"platform {platform_id} exists")
+        await LedgerStore(pool=None).open_accounts(platform_id, chart.platform_accounts(), conn=conn)  # type: ignore[arg-type]
         api_key = await issue_api_key(conn, platform_id)
     return platform_id, api_key
 

@@ -7,7 +7,23 @@
     ├── InsufficientFunds       insufficient_funds   (a non-negative account would go negative)
     ├── IdempotencyConflict     idempotency_conflict (same key, different content)
     ├── EntryNotFound           entry_not_found
-    └── StoreUnavailable        store_unavailable    (driver/connection failure, retry later)
+    ├── StoreUnavailable        store_unavailable    (driver/connection failure, retry later)
+    └── MarketplaceError        (sellers, orders, refunds, settlement, payouts)
+        ├── UnknownSeller            unknown_seller
+        ├── SellerExists             seller_exists
+        ├── SellerNotFound           seller_not_found
+        ├── OrderExists              order_exists
+        ├── OrderNotFound            order_not_found
+        ├── OrderNotCaptured         order_not_captured
+        ├── AmountMismatch           amount_mismatch
+        ├── RefundExceedsCaptured    refund_exceeds_captured
+        ├── RefundNotFound           refund_not_found
+        ├── RefundNotPending         refund_not_pending
+        ├── PayoutExceedsAvailable   payout_exceeds_available
+        ├── PayoutNotFound           payout_not_found
+        ├── PayoutNotPending         payout_not_pending
+        ├── SettlementReportInvalid  settlement_report_invalid
+        └── GatewayNotConfigured     gateway_not_configured
 """
 
 from __future__ import annotations
@@ -54,3 +70,67 @@ class EntryNotFound(LedgerError):
 
 class StoreUnavailable(LedgerError):
     code = "store_unavailable"
+
+
+class MarketplaceError(LedgerError):
+    code = "marketplace_error"
+
+
+class UnknownSeller(MarketplaceError):
+    code = "unknown_seller"
+
+
+class SellerExists(MarketplaceError):
+    code = "seller_exists"
+
+
+class SellerNotFound(MarketplaceError):
+    code = "seller_not_found"
+
+
+class OrderExists(MarketplaceError):
+    code = "order_exists"
+
+
+class OrderNotFound(MarketplaceError):
+    code = "order_not_found"
+
+
+class OrderNotCaptured(MarketplaceError):
+    code = "order_not_captured"
+
+
+class AmountMismatch(MarketplaceError):
+    code = "amount_mismatch"
+
+
+class RefundExceedsCaptured(MarketplaceError):
+    code = "refund_exceeds_captured"
+
+
+class RefundNotFound(MarketplaceError):
+    code = "refund_not_found"
+
+
+class RefundNotPending(MarketplaceError):
+    code = "refund_not_pending"
+
+
+class PayoutExceedsAvailable(MarketplaceError):
+    code = "payout_exceeds_available"
+
+
+class PayoutNotFound(MarketplaceError):
+    code = "payout_not_found"
+
+
+class PayoutNotPending(MarketplaceError):
+    code = "payout_not_pending"
+
+
+class SettlementReportInvalid(MarketplaceError):
+    code = "settlement_report_invalid"
+
+
+class GatewayNotConfigured(MarketplaceError):
+    code = "gateway_not_configured"

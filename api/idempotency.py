@@ -1,0 +1,111 @@
+"""HTTP idempotency for every POST: ``Idempotency-Key`` replays the first answer.
+
+Rules: same key + same method, path and body → the stored answer, byte for byte; same key with a
+different request → 409 ``idempotency_conflict``; a key whose first request is still running →
+409 ``idempotency_in_progress``. Answers with 5xx are not stored (the key is released), so a retry
+after an outage runs the request again. Keys are per platform.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from litestar import Request, Response
+
+from api.problems import ApiError
+
+MAX_KEY_LENGTH = 255
+
+
+def request_fingerprint(method: str, path: str, body: bytes) -> bytes:
+    return hashlib.sha256(method.encode() + b"\0" + path.encode() + b"\0" + body).digest()
+
+
+async def idempotent(
+    request: Request, pool: asyncpg.Pool, platform_id: str, run: Callable[[], Awaitable[Response]]
+) -> Response:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return await run()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise ApiError("invalid_request", f"Idempotency-Key must be 1..{MAX_KEY_LENGTH} characters")
+    fingerprint = request_fingerprint(request.method, request.url.path, await request.body())
+    inserted = await pool.fetchval(
+        """
+        INSERT INTO idempotency_keys (platform_id, key, request_hash) VALUES ($1, $2, $3)
+        ON CONFLICT (platform_id, key) DO NOTHING RETURNING true
+        """,
+        platform_id,
+        key,
+        fingerprint,
+    )
+    if not inserted:
+        row = await pool.fetchrow(
+            "SELECT request_hash, status, response_status, response_body FROM idempotency_keys "
+            "WHERE platform_id = $1 AND key = $2",
+            platform_id,
+            key,
+        )
+        if row is None:  # released between our insert and select: treat as in progress
+            raise ApiError("idempotency_in_progress", "retry shortly")
+        if bytes(row["request_hash"]) != fingerprint:
+            raise ApiError("idempotency_conflict", "this Idempotency-Key was used for a different request")
+        if row["status"] != "done":
+            raise ApiError("idempotency_in_progress", "the first request with this key is still running")
+        return Response(
+            bytes(row["response_body"]),
+            status_code=row["response_status"],
+            media_type="application/json" if row["response_status"] < 400 else "application/problem+json",
+            headers={"Idempotent-Replayed": "true"},
+        )
+    try:
+        response = await run()
+    except ApiError as exc:
+        if exc.code.startswith("idempotency"):
+            await _release(pool, platform_id, key)
+            raise
+        await _store_error(request, pool, platform_id, key, exc)
+        raise
+    except Exception as exc:
+        from api.problems import PROBLEMS
+
+        status = PROBLEMS.get(getattr(exc, "code", ""), (500, ""))[0]
+        if status >= 500:
+            await _release(pool, platform_id, key)
+        else:
+            await _store_error(request, pool, platform_id, key, exc)
+        raise
+    body = response.content if isinstance(response.content, bytes) else None
+    if body is None or response.status_code >= 500:
+        await _release(pool, platform_id, key)
+        return response
+    await pool.execute(
+        "UPDATE idempotency_keys SET status = 'done', response_status = $3, response_body = $4 "
+        "WHERE platform_id = $1 AND key = $2",
+        platform_id,
+        key,
+        response.status_code,
+        body,
+    )
+    return response
+
+
+async def _store_error(request: Request, pool: asyncpg.Pool, platform_id: str, key: str, exc: Exception) -> None:
+    """A 4xx answer is part of the first answer too: replay it for the same request."""
+    from api.problems import handle_domain_error
+
+    response = handle_domain_error(request, exc)
+    await pool.execute(
+        "UPDATE idempotency_keys SET status = 'done', response_status = $3, response_body = $4 "
+        "WHERE platform_id = $1 AND key = $2",
+        platform_id,
+        key,
+        response.status_code,
+        response.content,
+    )
+
+
+async def _release(pool: asyncpg.Pool, platform_id: str, key: str) -> None:
+    await pool.execute("DELETE FROM idempotency_keys WHERE platform_id = $1 AND key = $2", platform_id, key)
