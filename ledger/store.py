@@ -107,10 +107,13 @@ class LedgerStore:
     async def open_accounts(
         self, platform_id: str, specs: Sequence[AccountSpec], *, conn: asyncpg.Connection | None = None
     ) -> list[Account]:
-        """Open accounts that do not exist yet; return all of them (idempotent by code)."""
+        """Open accounts that do not exist yet; return all of them (idempotent by code).
+
+        All or nothing: when one spec clashes with an existing account, none is opened.
+        """
         if not specs:
             return []
-        async with self._connection(conn) as c:
+        async with self._connection(conn) as c, c.transaction():
             await c.execute(
                 """
                 INSERT INTO accounts (platform_id, code, kind, currency, allow_negative, metadata)
@@ -132,19 +135,19 @@ class LedgerStore:
                 platform_id,
                 [s.code for s in specs],
             )
-        by_code = {row["code"]: _account(row) for row in rows}
-        opened = []
-        for spec in specs:
-            account = by_code[spec.code]
-            if (account.kind, account.currency, account.allow_negative) != (
-                spec.kind,
-                spec.currency,
-                spec.allow_negative,
-            ):
-                raise errors.AccountExists(
-                    f"account {spec.code!r} exists as {account.kind}/{account.currency}", account=spec.code
-                )
-            opened.append(account)
+            by_code = {row["code"]: _account(row) for row in rows}
+            opened = []
+            for spec in specs:
+                account = by_code[spec.code]
+                if (account.kind, account.currency, account.allow_negative) != (
+                    spec.kind,
+                    spec.currency,
+                    spec.allow_negative,
+                ):
+                    raise errors.AccountExists(
+                        f"account {spec.code!r} exists as {account.kind}/{account.currency}", account=spec.code
+                    )
+                opened.append(account)
         return opened
 
     async def get_account(
@@ -521,6 +524,9 @@ class LedgerStore:
 
 
 def _check_draft(draft: EntryDraft, accounts: dict[str, Any], balance: dict[str, int]) -> Rejected | None:
+    # EntryDraft is a plain Struct: one built without build_entry must not sink the whole batch
+    if len(draft.postings) < 2 or any(type(p.amount) is not int or p.amount == 0 for p in draft.postings):
+        return Rejected(code="invalid_entry", detail="an entry needs at least two nonzero integer postings")
     unknown = [p.account for p in draft.postings if p.account not in accounts]
     if unknown:
         return Rejected(code="unknown_account", detail=f"no account {unknown[0]!r}")
