@@ -308,7 +308,11 @@ class JeniusClient:
         timestamp = http.headers.get("Response-Timestamp", "")
         signature = http.headers.get("Signature", "")
         target = signing.request_target(http.request.url.raw_path.decode("ascii"))
-        valid = bool(timestamp and signature) and signing.verify(
+        echoes_us = (
+            http.headers.get("Client-Id", self.config.client_id) == self.config.client_id
+            and http.headers.get("Request-Id", request_id) == request_id
+        )
+        valid = bool(timestamp and signature) and echoes_us and signing.verify(
             secret_key=self.config.secret_key,
             client_id=self.config.client_id,
             request_id=request_id,

@@ -226,6 +226,11 @@ class Sandbox:
     def flush_notifications(self) -> None:
         self._notifier.flush()
 
+    @property
+    def pending_tasks(self) -> int:
+        """Background tasks still running: deliveries, scheduled retries, auto-outcomes."""
+        return len(self._tasks)
+
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait for every pending delivery, retry and auto-outcome to finish."""
         await self._tasks.drain(timeout_s)
