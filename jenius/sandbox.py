@@ -51,6 +51,7 @@ import msgspec
 import uvicorn
 from litestar import Litestar, Request, Response, get, post, put
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
+from litestar.params import FromPath, FromQuery
 from litestar.types import ASGIApp
 
 from jenius import signing
@@ -496,17 +497,17 @@ class Sandbox:
         async def refund(request: Request[Any, Any, Any]) -> Response[bytes]:
             return await sandbox._doku_call(request, sandbox._create_refund)
 
-        async def status(request: Request[Any, Any, Any], invoice_number: str) -> Response[bytes]:
+        async def status(request: Request[Any, Any, Any], invoice_number: FromPath[str]) -> Response[bytes]:
             return await sandbox._doku_call(request, sandbox._status_of(invoice_number.lstrip("/")))
 
         async def list_orders() -> Response[bytes]:
             return _json(200, sandbox.orders())
 
-        async def show_order(rest: str, client_id: str | None = None) -> Response[bytes]:
+        async def show_order(rest: FromPath[str], client_id: FromQuery[str | None] = None) -> Response[bytes]:
             key = sandbox._find(rest.lstrip("/"), client_id)
             return _json(200, _order_view(sandbox._orders[key], sandbox.deliveries(key[1])))
 
-        async def act_on_order(rest: str, client_id: str | None = None) -> Response[bytes]:
+        async def act_on_order(rest: FromPath[str], client_id: FromQuery[str | None] = None) -> Response[bytes]:
             invoice_number, _, action = rest.lstrip("/").rpartition("/")
             if action == "resend":
                 return _json(200, await sandbox.resend(invoice_number, client_id=client_id))
@@ -519,7 +520,7 @@ class Sandbox:
             sandbox.flush_notifications()
             return _json(200, {"flushed": True})
 
-        async def settlement(name: str, client_id: str | None = None) -> Response[bytes]:
+        async def settlement(name: FromPath[str], client_id: FromQuery[str | None] = None) -> Response[bytes]:
             try:
                 day = date.fromisoformat(name.removesuffix(".csv")) if name.endswith(".csv") else None
             except ValueError:

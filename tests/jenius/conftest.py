@@ -1,7 +1,7 @@
 """Fixtures for the Jenius adapter: a real loopback DOKU sandbox, a merchant inbox, a client.
 
-The inbox is one real HTTP server for the whole session (reset per test); each test gets its own
-sandbox served by its own uvicorn, so no state leaks between tests.
+Two real loopback HTTP servers live for the whole session: the merchant inbox (reset per test) and a
+DOKU server that forwards to a fresh :class:`Sandbox` per test, so no state leaks between tests.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 from litestar import Litestar, Request, Response, post
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from jenius.client import JeniusClient, JeniusConfig
 from jenius.messages import Customer, LineItem, PaymentRequest, build_payment_request
-from jenius.sandbox import Sandbox, SandboxMerchant, serve_app, serve_sandbox
+from jenius.sandbox import Sandbox, SandboxMerchant, serve_app
 
 CLIENT_ID = "MCH-0001-10791114622547"
 SECRET_KEY = "SK-test-secret-123"
@@ -86,10 +87,38 @@ def sandbox(inbox: Inbox) -> Sandbox:
     )
 
 
+class Switchboard:
+    """An ASGI app that forwards to the current test's sandbox, so one uvicorn serves the session
+    (a uvicorn start/stop costs ~0.2 s). Tests of ``serve_sandbox`` itself start their own."""
+
+    def __init__(self) -> None:
+        self.target: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        assert self.target is not None, "no sandbox is plugged in"
+        await self.target(scope, receive, send)
+
+
+@pytest.fixture(scope="session")
+async def doku_server() -> AsyncIterator[tuple[Switchboard, str]]:
+    board = Switchboard()
+    async with serve_app(board) as base_url:
+        yield board, base_url
+
+
 @pytest.fixture
-async def doku_url(sandbox: Sandbox) -> AsyncIterator[str]:
-    async with serve_sandbox(sandbox) as base_url:
-        yield base_url
+async def doku_url(sandbox: Sandbox, doku_server: tuple[Switchboard, str]) -> AsyncIterator[str]:
+    board, base_url = doku_server
+    board.target = sandbox.app
+    yield base_url
+    await sandbox.aclose()  # wakes answers hung by a timeout fault, cancels deliveries
+    board.target = None
 
 
 class RecordingTransport(httpx.AsyncBaseTransport):
