@@ -7,8 +7,11 @@ Rules this module enforces:
 - Bounded retries with exponential backoff on connection errors, timeouts, 429 and 5xx; nothing else
   is retried (a 4xx will answer the same again).
 - Requests are signed by :class:`JeniusAuth` over the bytes actually sent, with a fresh timestamp on
-  every attempt. Responses are verified (``Response-Timestamp``, digest of the response body); a
-  mismatch raises or only logs, per ``JeniusConfig.reject_bad_response_signature``.
+  every attempt. 2xx and 409 answers are verified against *our* Client-Id and Request-Id, the path
+  we called, ``Response-Timestamp`` and the digest of the answer body (GET answers included: DOKU's
+  page says the digest is for POST only, so this is [unconfirmed]); a mismatch raises or only logs,
+  per ``JeniusConfig.reject_bad_response_signature``. 4xx answers are not verified: DOKU may not
+  sign them, and acting on a refusal is safe.
 - No httpx or msgspec exception escapes: everything becomes a :mod:`jenius.errors` class.
 
 Notifications travel the other way; :func:`verify_notification` checks one the service received.
