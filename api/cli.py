@@ -110,9 +110,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from jenius.sandbox import run_sandbox
+    from jenius.sandbox import run_from_args
 
-    run_sandbox(args.host, args.port, auto_approve_after_s=args.auto_approve_after)
+    run_from_args(args)
     return 0
 
 
@@ -176,15 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--doku-base-url")
     create.set_defaults(func=cmd_platforms_create)
 
+    from jenius.sandbox import build_arg_parser as sandbox_arguments
+
     sandbox = sub.add_parser("sandbox", help="run the simulated DOKU on its own")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8900)
-    sandbox.add_argument("--auto-approve-after", type=float, default=None, help="seconds until the customer approves")
+    sandbox_arguments(sandbox)
     sandbox.set_defaults(func=cmd_sandbox)
 
     demo = sub.add_parser("demo", help="tell one order's story end to end against the DOKU sandbox")
     demo.add_argument("--port", type=int, default=0)
     demo.add_argument("--keep-running", action="store_true", help="keep the service up after the story")
+    demo.add_argument("--once", action="store_true", help="exit after the story (the default)")
     demo.set_defaults(func=cmd_demo)
 
     status = sub.add_parser("status-check", help="ask DOKU about orders pending too long")

@@ -9,6 +9,7 @@ are never posted but become reconciliation exceptions; DOKU gets a 2xx as soon a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from api.metrics import METRICS
 from api.payments import apply_transaction_status
 from jenius import errors as jerrors
 from jenius.client import header, verify_notification
+from jenius.messages import decode_notification
 
 log = logging.getLogger("splitledger.notifications")
 
@@ -39,6 +41,28 @@ async def _keep(services: Any, platform_id: str, *, request_id: str | None, invo
         """,
         platform_id, request_id, invoice, status, amount, body, outcome, detail,
     )
+
+
+def _invoice_of(body: bytes) -> str | None:
+    try:
+        return decode_notification(body).order.invoice_number
+    except jerrors.JeniusError:
+        return None
+
+
+async def _check_later(services: Any, platform_id: str, invoice: str) -> None:
+    from api.payments import check_order_status
+
+    async def run() -> None:
+        try:
+            await check_order_status(services, platform_id, invoice)
+        except Exception:  # noqa: BLE001 - the background status checker will try again
+            log.exception("status check after a stale notification failed", extra={"invoice_number": invoice})
+
+    tasks = services.extras.setdefault("background", set())
+    task = asyncio.create_task(run())
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 async def receive_notification(services: Any, headers: dict[str, str], body: bytes) -> tuple[str, str | None]:
@@ -63,7 +87,13 @@ async def receive_notification(services: Any, headers: dict[str, str], body: byt
         )
     except jerrors.JeniusError as exc:
         METRICS.count("notifications", exc.code)
-        await _keep(services, gateway.platform_id, request_id=request_id, invoice=None, status=None, amount=None,
+        invoice = None
+        if isinstance(exc, jerrors.StaleTimestamp):
+            # The signature held, only the clock did not: ask DOKU itself instead of trusting the body.
+            invoice = _invoice_of(body)
+            if invoice is not None:
+                await _check_later(services, gateway.platform_id, invoice)
+        await _keep(services, gateway.platform_id, request_id=request_id, invoice=invoice, status=None, amount=None,
                     body=body, outcome=exc.code, detail=str(exc))
         return exc.code, exc.code
     invoice = notification.order.invoice_number

@@ -38,6 +38,11 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "store_unavailable": (503, "The database is unavailable"),
     # split engine
     "split_invalid": (422, "The split does not add up"),
+    "split_error": (422, "The split cannot be computed"),
+    "reversal_rejected": (422, "The refund cannot be split between the parties"),
+    "reversal_wrong_direction": (422, "A per-party refund amount has the wrong sign"),
+    "unknown_party": (422, "Unknown party in the per-party refund amounts"),
+    "non_positive_amount": (422, "The amount must be positive"),
     "refund_exceeds_captured": (422, "The refund exceeds what is left to refund"),
     "reversal_exceeds_allocation": (422, "The refund takes more from a party than it was allocated"),
     "explicit_amounts_do_not_sum": (422, "Per-party refund amounts do not sum to the refund amount"),

@@ -19,6 +19,10 @@ async def _start_gateways(services: Any) -> None:
 
 
 async def _stop_gateways(services: Any) -> None:
+    background = list(services.extras.pop("background", ()))
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
     await services.extras["gateways"].aclose()
 
 

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 import msgspec
 
+from jenius.client import DEFAULT_REFUND_PATH
+
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
@@ -30,7 +32,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     notification_max_age_s: int = 7 * 24 * 3600
     # DOKU defaults used when a platform has not configured its own.
     doku_base_url: str = "https://api-sandbox.doku.com"
-    doku_refund_path: str = "/jenius-digital-banking/v2/refund"
+    doku_refund_path: str = DEFAULT_REFUND_PATH  # DOKU's Jenius refund path is unconfirmed
     doku_reject_bad_response_signature: bool = True
     doku_timeout_s: float = 10.0
     # Orders still pending this long are checked with DOKU's status API (DOKU advises >= 60 s).

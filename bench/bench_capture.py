@@ -1,0 +1,114 @@
+"""Capture throughput: per-request transactions versus the group-commit batcher.
+
+Every capture debits DOKU clearing and credits the platform's commission and DOKU's fee, so all
+captures contend for the same three account rows. This prints captures/second for:
+
+  * one transaction per capture (each takes the hot rows' locks in turn), and
+  * the CaptureBatcher (concurrent captures share one transaction and one balance update).
+
+Run:  python bench/bench_capture.py [--orders 4000] [--concurrency 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import asyncpg  # noqa: E402
+
+from api.batcher import CaptureBatcher  # noqa: E402
+from api.database import create_pool  # noqa: E402
+from api.platforms import create_platform  # noqa: E402
+from bench.common import fresh_database, machine  # noqa: E402
+from ledger import chart, orders, split  # noqa: E402
+from ledger.sellers import create_seller  # noqa: E402
+from ledger.store import LedgerStore  # noqa: E402
+
+
+async def seed(pool: asyncpg.Pool, store: LedgerStore, count: int, prefix: str) -> tuple[str, list[str]]:
+    async with pool.acquire() as conn:
+        platform_id, _ = await create_platform(conn, f"bench {prefix}")
+    for s in ("s1", "s2", "s3"):
+        await create_seller(pool, store, platform_id, seller_id=s, name=s)
+    policy = orders.OrderPolicy(split=split.CartPolicy(commission_bps=500), fee=split.FeePolicy(bps=150, fixed=1000))
+    invoices = []
+    async with pool.acquire() as conn:
+        for i in range(count):
+            items = (
+                split.LineItem(name="a", price=40_000 + i, quantity=1, seller_id="s1"),
+                split.LineItem(name="b", price=25_000, quantity=2, seller_id="s2"),
+                split.LineItem(name="c", price=15_500, quantity=1, seller_id="s3"),
+            )
+            gross = sum(x.price * x.quantity for x in items)
+            allocation = split.allocate(gross, items, policy.split, policy.fee)
+            invoice = f"{prefix}-{i:07d}"
+            await orders.insert_order(conn, platform_id, invoice_number=invoice, amount=gross, request={},
+                                      policy=policy, allocation=allocation, doku_request_id=f"r-{invoice}")
+            invoices.append(invoice)
+    return platform_id, invoices
+
+
+async def run_concurrently(invoices: list[str], concurrency: int, capture_one) -> float:
+    queue = list(reversed(invoices))
+
+    async def worker() -> None:
+        while queue:
+            await capture_one(queue.pop())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+async def main(n: int, concurrency: int) -> None:
+    async with fresh_database() as url:
+        pool = await create_pool(url, min_size=4, max_size=20)
+        store = LedgerStore(pool)
+        amounts: dict[str, int] = {}
+
+        platform_a, invoices_a = await seed(pool, store, n, "single")
+        for inv in invoices_a:
+            amounts[inv] = (await orders.get_order(pool, platform_a, inv)).amount
+
+        async def single(inv: str) -> None:
+            result = await orders.capture(pool, store, platform_a, orders.CaptureRequest(invoice_number=inv, amount=amounts[inv]))
+            assert result.outcome == "captured"
+
+        elapsed_single = await run_concurrently(invoices_a, concurrency, single)
+
+        platform_b, invoices_b = await seed(pool, store, n, "batched")
+        for inv in invoices_b:
+            amounts[inv] = (await orders.get_order(pool, platform_b, inv)).amount
+        batcher = CaptureBatcher(store)
+        await batcher.start()
+
+        async def batched(inv: str) -> None:
+            result = await batcher.capture(platform_b, orders.CaptureRequest(invoice_number=inv, amount=amounts[inv]))
+            assert result.outcome == "captured"
+
+        elapsed_batched = await run_concurrently(invoices_b, concurrency, batched)
+        await batcher.stop()
+        for platform_id in (platform_a, platform_b):
+            tb = await store.trial_balance(platform_id)
+            assert tb.is_balanced, tb.totals
+            captured = await store.balance(platform_id, chart.CLEARING)
+            assert captured > 0
+        await pool.close()
+
+    print(f"machine: {machine()}; orders per run: {n}; concurrent callers: {concurrency}")
+    print(f"one transaction per capture : {n / elapsed_single:8.0f} captures/s  ({elapsed_single:.2f} s)")
+    print(f"group-commit batcher        : {n / elapsed_batched:8.0f} captures/s  ({elapsed_batched:.2f} s, "
+          f"{batcher.batches} transactions, mean batch {batcher.captures / max(batcher.batches, 1):.1f})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--orders", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=200)
+    args = parser.parse_args()
+    asyncio.run(main(args.orders, args.concurrency))
