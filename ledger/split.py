@@ -285,7 +285,7 @@ def validate(
     problems = _check_inputs(gross, items, policy, fee_policy, known_sellers, basis)
     if problems:
         return problems
-    return _check_result(_compute(gross, items, policy, fee_policy, basis), policy, fee_policy)
+    return _check_result(_compute(gross, items, policy, fee_policy, basis), policy)
 
 
 def allocate(
@@ -301,13 +301,14 @@ def allocate(
     if problems:
         raise SplitInvalid(problems)
     allocation = _compute(gross, items, policy, fee_policy, basis)
-    problems = _check_result(allocation, policy, fee_policy)
+    problems = _check_result(allocation, policy)
     if problems:
         raise SplitInvalid(problems)
     return allocation
 
 
 def _check_inputs(gross, items, policy, fee_policy, known, basis) -> tuple[SplitProblem, ...]:
+    """Problems visible without computing the split; later checks skip what an earlier one refused."""
     p = _Problems()
     gross_ok = p.is_int(gross, "gross")
     if gross_ok and gross <= 0:
@@ -315,38 +316,11 @@ def _check_inputs(gross, items, policy, fee_policy, known, basis) -> tuple[Split
         gross_ok = False
     if basis not in BASES:
         p.add("invalid_basis", f"basis must be one of {BASES}", "basis")
-    items_total: int | None = 0
-    for index, item in enumerate(items):
-        field = f"items[{index}]"
-        price_ok = p.is_int(item.price, f"{field}.price")
-        if price_ok and item.price <= 0:
-            p.add("non_positive_amount", f"price is {item.price}", f"{field}.price")
-        quantity_ok = p.is_int(item.quantity, f"{field}.quantity")
-        if quantity_ok and item.quantity <= 0:
-            p.add("non_positive_quantity", f"quantity is {item.quantity}", f"{field}.quantity")
-        if price_ok and quantity_ok and items_total is not None:
-            items_total += item.price * item.quantity
-        else:
-            items_total = None
-        if item.seller_id is not None:
-            p.party(item.seller_id, f"{field}.seller_id", known, platform_ok=False)
-        elif isinstance(policy, CartPolicy):
-            p.add("item_without_seller", f"item {item.name!r} has no seller", f"{field}.seller_id")
+    items_total = _check_items(p, items, isinstance(policy, CartPolicy), known)
     must_sum = isinstance(policy, CartPolicy) or len(items) > 0
     if gross_ok and items_total is not None and must_sum and items_total != gross:
         p.add("items_do_not_sum", f"items sum to {items_total}, the amount is {gross}", "items")
-
-    fee: int | None = None
-    fee_bps_ok = p.rate(fee_policy.bps, "fee_policy.bps")
-    fee_fixed_ok = p.non_negative(fee_policy.fixed, "fee_policy.fixed")
-    if fee_policy.bearer not in FEE_BEARERS:
-        p.add("invalid_bearer", f"bearer must be one of {FEE_BEARERS}", "fee_policy.bearer")
-    if gross_ok and fee_bps_ok and fee_fixed_ok:
-        fee = fee_policy.fee_for(gross)
-        if fee > gross:
-            p.add("fee_exceeds_amount", f"DOKU's fee {fee} exceeds the amount {gross}", "fee_policy")
-            fee = None
-
+    fee = _check_fee(p, fee_policy, gross if gross_ok else None)
     match policy:
         case CartPolicy():
             _check_cart(p, policy, gross if gross_ok else None, known)
@@ -358,6 +332,40 @@ def _check_inputs(gross, items, policy, fee_policy, known, basis) -> tuple[Split
         case _:
             p.add("invalid_policy", "policy must be a CartPolicy or an ExplicitPolicy", "policy")
     return tuple(p.items)
+
+
+def _check_items(p: _Problems, items: Sequence[LineItem], is_cart: bool, known) -> int | None:
+    """The items' total, or None when it cannot be computed."""
+    total: int | None = 0
+    for index, item in enumerate(items):
+        field = f"items[{index}]"
+        price_ok = p.is_int(item.price, f"{field}.price")
+        if price_ok and item.price <= 0:
+            p.add("non_positive_amount", f"price is {item.price}", f"{field}.price")
+        quantity_ok = p.is_int(item.quantity, f"{field}.quantity")
+        if quantity_ok and item.quantity <= 0:
+            p.add("non_positive_quantity", f"quantity is {item.quantity}", f"{field}.quantity")
+        total = total + item.price * item.quantity if price_ok and quantity_ok and total is not None else None
+        if item.seller_id is not None:
+            p.party(item.seller_id, f"{field}.seller_id", known, platform_ok=False)
+        elif is_cart:
+            p.add("item_without_seller", f"item {item.name!r} has no seller", f"{field}.seller_id")
+    return total
+
+
+def _check_fee(p: _Problems, fee_policy: FeePolicy, gross: int | None) -> int | None:
+    """DOKU's fee, or None when it cannot be computed or is too large."""
+    bps_ok = p.rate(fee_policy.bps, "fee_policy.bps")
+    fixed_ok = p.non_negative(fee_policy.fixed, "fee_policy.fixed")
+    if fee_policy.bearer not in FEE_BEARERS:
+        p.add("invalid_bearer", f"bearer must be one of {FEE_BEARERS}", "fee_policy.bearer")
+    if gross is None or not (bps_ok and fixed_ok):
+        return None
+    fee = fee_policy.fee_for(gross)
+    if fee > gross:
+        p.add("fee_exceeds_amount", f"DOKU's fee {fee} exceeds the amount {gross}", "fee_policy")
+        return None
+    return fee
 
 
 def _check_cart(p: _Problems, policy: CartPolicy, gross: int | None, known) -> None:
@@ -408,7 +416,7 @@ def _check_explicit(p: _Problems, policy: ExplicitPolicy, base: int | None, know
         p.add("shares_exceed_amount", f"fixed and percentage shares exceed the base {base}", "policy.shares")
 
 
-def _check_result(allocation: Allocation, policy: SplitPolicy, fee_policy: FeePolicy) -> tuple[SplitProblem, ...]:
+def _check_result(allocation: Allocation, policy: SplitPolicy) -> tuple[SplitProblem, ...]:
     p = _Problems()
     if (
         isinstance(policy, ExplicitPolicy)
@@ -589,6 +597,8 @@ def reversal_budget(allocation: Allocation, policy: RefundPolicy = RefundPolicy(
                and now DOKU, or the sellers, make it good)
     A party's cumulative reversal always lies between 0 and its budget.
     """
+    if policy.fee_absorbed_by not in FEE_BEARERS:
+        raise ValueError(f"fee_absorbed_by must be one of {FEE_BEARERS}")
     budget = {s.seller_id: s.net for s in allocation.sellers}
     platform = allocation.platform
     fee = allocation.fee if policy.doku_refunds_fee else 0
@@ -642,44 +652,16 @@ def reverse(
     if sum(allocation.parts().values()) != allocation.gross:
         raise ValueError("the allocation does not balance: it was not made by allocate()")
     budget = reversal_budget(allocation, policy)
-    before = dict.fromkeys(budget, 0)
-    before_amount = 0
     p = _Problems()
     if amount <= 0:
         p.add("non_positive_amount", f"refund amount is {amount}", "amount")
-    if already is not None:
-        before_amount = already.amount
-        for party, value in already.parts().items():
-            if party not in budget:
-                p.add("unknown_party", f"{party!r} is not in the allocation", "already")
-            else:
-                before[party] = value
-        if sum(already.parts().values()) != already.amount:
-            p.add("already_does_not_sum", "earlier reversals do not add up to their amount", "already")
-        for party, value in before.items():
-            if not _within(budget[party], value):
-                p.add("reversal_exceeds_allocation", f"{party!r} was already reversed {value} of {budget[party]}", "already")
+    before = _check_already(p, budget, already)
+    before_amount = already.amount if already is not None else 0
     if before_amount + amount > allocation.gross:
-        p.add(
-            "refund_exceeds_captured",
-            f"refunds would total {before_amount + amount}, captured {allocation.gross}",
-            "amount",
-        )
+        total = before_amount + amount
+        p.add("refund_exceeds_captured", f"refunds would total {total}, captured {allocation.gross}", "amount")
     if explicit is not None:
-        for party, value in explicit.items():
-            require_int(value, f"explicit[{party}]")
-            if party not in budget:
-                p.add("unknown_party", f"{party!r} is not in the allocation", f"explicit[{party}]")
-                continue
-            low, high = _room(budget[party], before[party])
-            gives_back = budget[party] >= 0
-            if (value > high) if gives_back else (value < low):
-                left = abs(budget[party] - before[party])
-                p.add("reversal_exceeds_allocation", f"{party!r} has {left} left to reverse", f"explicit[{party}]")
-            elif (value < low) if gives_back else (value > high):
-                p.add("reversal_wrong_direction", f"{party!r} cannot be reversed {value}", f"explicit[{party}]")
-        if sum(explicit.values()) != amount:
-            p.add("explicit_amounts_do_not_sum", f"explicit amounts sum to {sum(explicit.values())}, not {amount}", "explicit")
+        _check_explicit_reversal(p, budget, before, amount, explicit)
     if p.items:
         raise _REVERSAL_ERRORS[p.items[0].code](p.items)
 
@@ -693,6 +675,43 @@ def reverse(
         platform=step[PLATFORM],
         fee=step[DOKU_FEE],
     )
+
+
+def _check_already(p: _Problems, budget: dict[str, int], already: Reversal | None) -> dict[str, int]:
+    """Each party's cumulative reversal so far, checked against this allocation and policy."""
+    before = dict.fromkeys(budget, 0)
+    if already is None:
+        return before
+    for party, value in already.parts().items():
+        if party not in budget:
+            p.add("unknown_party", f"{party!r} is not in the allocation", "already")
+        else:
+            before[party] = value
+    if sum(already.parts().values()) != already.amount:
+        p.add("already_does_not_sum", "earlier reversals do not add up to their amount", "already")
+    for party, value in before.items():
+        if not _within(budget[party], value):
+            p.add("reversal_exceeds_allocation", f"{party!r} was already reversed {value} of {budget[party]}", "already")
+    return before
+
+
+def _check_explicit_reversal(
+    p: _Problems, budget: dict[str, int], before: dict[str, int], amount: int, explicit: Mapping[str, int]
+) -> None:
+    for party, value in explicit.items():
+        require_int(value, f"explicit[{party}]")
+        field = f"explicit[{party}]"
+        if party not in budget:
+            p.add("unknown_party", f"{party!r} is not in the allocation", field)
+            continue
+        low, high = _room(budget[party], before[party])
+        gives_back = budget[party] >= 0
+        if (value > high) if gives_back else (value < low):
+            p.add("reversal_exceeds_allocation", f"{party!r} has {abs(budget[party] - before[party])} left", field)
+        elif (value < low) if gives_back else (value > high):
+            p.add("reversal_wrong_direction", f"{party!r} cannot be reversed {value}", field)
+    if sum(explicit.values()) != amount:
+        p.add("explicit_amounts_do_not_sum", f"explicit amounts sum to {sum(explicit.values())}, not {amount}", "explicit")
 
 
 def _proportional_step(budget: dict[str, int], before: dict[str, int], total: int, amount: int) -> dict[str, int]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import math
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -163,3 +165,16 @@ def test_non_integers_are_refused(bad: object) -> None:
         allocate_largest_remainder(bad, {"a": 1})
     with pytest.raises(TypeError):
         allocate_largest_remainder(10, {"a": bad, "b": 1})
+
+
+@pytest.mark.parametrize("module", ["ledger/money.py", "ledger/split.py"])
+def test_the_money_code_has_no_floats_no_true_division_and_no_io(module: str) -> None:
+    tree = ast.parse((Path(__file__).resolve().parents[2] / module).read_text())
+    for node in ast.walk(tree):
+        assert not (isinstance(node, ast.Constant) and isinstance(node.value, float)), node.lineno
+        assert not isinstance(node, ast.Div), node.lineno  # `/` makes floats; `//` does not
+        assert not (isinstance(node, ast.Name) and node.id in {"float", "open", "print"}), node.lineno
+        assert not isinstance(node, (ast.Await, ast.AsyncFunctionDef)), node.lineno
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"__future__", "collections.abc", "typing", "msgspec", "ledger.errors", "ledger.money"}

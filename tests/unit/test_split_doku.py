@@ -17,7 +17,7 @@ from ledger.split import (
 )
 from tests.unit.test_split_allocation import SELLERS, allocations, three_seller_cart
 
-FAST = settings(max_examples=300, deadline=None)
+FAST = settings(max_examples=200, deadline=None)
 PLATFORM_ACCOUNT = "SBA-PLATFORM"
 
 bank_ids = st.dictionaries(st.sampled_from(SELLERS), st.sampled_from([f"SBA-{s.upper()}" for s in SELLERS]))
