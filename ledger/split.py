@@ -36,7 +36,7 @@ from ledger.money import BPS, allocate_largest_remainder, apply_bps_half_up, req
 
 PLATFORM = "platform"  # party key of the platform
 DOKU_FEE = "doku_fee"  # party key of DOKU's fee in parts()
-RESERVED_PARTIES = frozenset({PLATFORM, DOKU_FEE})
+RESERVED_PARTIES = frozenset({PLATFORM, DOKU_FEE})  # never a seller id
 
 Basis = Literal["gross", "net"]
 BASES = ("gross", "net")
@@ -257,7 +257,7 @@ class _Problems:
         if not isinstance(party, str) or not party:
             self.add("invalid_party", "a party must be a non-empty string", field)
             return False
-        if party == DOKU_FEE or (party == PLATFORM and not platform_ok):
+        if party in RESERVED_PARTIES and not (party == PLATFORM and platform_ok):
             self.add("invalid_party", f"{party!r} is reserved", field)
             return False
         if party != PLATFORM and known is not None and party not in known:
