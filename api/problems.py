@@ -50,6 +50,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     # marketplace
     "unknown_seller": (422, "Unknown seller"),
     "seller_exists": (409, "A seller with this id exists"),
+    "reserved_seller_id": (422, "That seller id is reserved"),
     "seller_not_found": (404, "Unknown seller"),
     "order_exists": (409, "An order with this invoice number exists"),
     "order_not_found": (404, "Unknown order"),

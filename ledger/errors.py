@@ -11,6 +11,7 @@
     └── MarketplaceError        (sellers, orders, refunds, settlement, payouts)
         ├── UnknownSeller            unknown_seller
         ├── SellerExists             seller_exists
+        ├── ReservedSellerId         reserved_seller_id
         ├── SellerNotFound           seller_not_found
         ├── OrderExists              order_exists
         ├── OrderNotFound            order_not_found
@@ -82,6 +83,10 @@ class UnknownSeller(MarketplaceError):
 
 class SellerExists(MarketplaceError):
     code = "seller_exists"
+
+
+class ReservedSellerId(MarketplaceError):
+    code = "reserved_seller_id"
 
 
 class SellerNotFound(MarketplaceError):

@@ -12,6 +12,7 @@ import asyncpg
 import msgspec
 
 from ledger import chart, errors
+from ledger.split import RESERVED_PARTIES
 from ledger.store import LedgerStore
 
 
@@ -47,6 +48,8 @@ async def create_seller(
     doku_settlement_id: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Seller:
+    if seller_id in RESERVED_PARTIES:
+        raise errors.ReservedSellerId(f"{seller_id!r} names a party of every split; choose another id")
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             """
