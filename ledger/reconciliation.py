@@ -309,13 +309,12 @@ async def _payouts(conn: asyncpg.Connection, platform_id: str, start: datetime, 
         """
         SELECT count(*) FILTER (WHERE status = 'pending') AS pending_n,
                coalesce(sum(amount) FILTER (WHERE status = 'pending'), 0)::bigint AS pending_amount,
-               count(*) FILTER (WHERE status = 'paid' AND completed_at >= $2 AND completed_at < $3) AS paid_n,
-               coalesce(sum(amount) FILTER (WHERE status = 'paid' AND completed_at >= $2 AND completed_at < $3), 0)::bigint
-                   AS paid_amount,
-               count(*) FILTER (WHERE status = 'failed' AND completed_at >= $2 AND completed_at < $3) AS failed_n,
-               coalesce(sum(amount) FILTER (WHERE status = 'failed' AND completed_at >= $2 AND completed_at < $3), 0)::bigint
-                   AS failed_amount
-          FROM payouts WHERE platform_id = $1
+               count(*) FILTER (WHERE status = 'paid' AND in_period) AS paid_n,
+               coalesce(sum(amount) FILTER (WHERE status = 'paid' AND in_period), 0)::bigint AS paid_amount,
+               count(*) FILTER (WHERE status = 'failed' AND in_period) AS failed_n,
+               coalesce(sum(amount) FILTER (WHERE status = 'failed' AND in_period), 0)::bigint AS failed_amount
+          FROM (SELECT status, amount, completed_at >= $2 AND completed_at < $3 AS in_period
+                  FROM payouts WHERE platform_id = $1) AS p
         """,
         platform_id, start, end,
     )
@@ -353,7 +352,10 @@ async def _owed_to_sellers(conn: asyncpg.Connection, platform_id: str) -> OwedTo
     )
     paid = await _by_seller(
         conn,
-        "SELECT seller_id, sum(amount)::bigint AS amount FROM payouts WHERE platform_id = $1 AND status = 'paid' GROUP BY 1",
+        """
+        SELECT seller_id, sum(amount)::bigint AS amount FROM payouts
+         WHERE platform_id = $1 AND status = 'paid' GROUP BY 1
+        """,
         platform_id,
     )
     # From the ledger, not the payouts table: each payout entry names its seller.

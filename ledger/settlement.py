@@ -121,10 +121,12 @@ DEFAULT_MAPPING = SettlementMapping(
 _MAPPING_FIELDS = frozenset(SettlementMapping.__struct_fields__)
 
 
-def mapping_from_spec(spec: str | Mapping[str, Any] | None, base: SettlementMapping = DEFAULT_MAPPING) -> SettlementMapping:
+def mapping_from_spec(
+    spec: str | Mapping[str, Any] | None, base: SettlementMapping = DEFAULT_MAPPING
+) -> SettlementMapping:
     """``base`` with some fields changed: ``"invoice_number=Invoice,gross=Amount"`` or a dict.
 
-    ``payment_types`` takes ``|``-separated values in the string form; an empty value for
+    ``payment_types`` may be given as ``|``-separated values; an empty value for
     ``settled_on`` or ``type`` means "no such column". Unknown fields are ``SettlementReportInvalid``.
     """
     if not spec:
@@ -138,10 +140,10 @@ def mapping_from_spec(spec: str | Mapping[str, Any] | None, base: SettlementMapp
             if not sep:
                 raise errors.SettlementReportInvalid(f"mapping part {part!r} is not field=column", field=part)
             pairs[field.strip()] = value.strip()
-        if "payment_types" in pairs:
-            pairs["payment_types"] = tuple(t for t in pairs["payment_types"].split("|") if t)
     else:
         pairs = dict(spec)
+    if isinstance(pairs.get("payment_types"), str):
+        pairs["payment_types"] = tuple(t for t in pairs["payment_types"].split("|") if t)
     unknown = sorted(set(pairs) - _MAPPING_FIELDS)
     if unknown:
         raise errors.SettlementReportInvalid(f"unknown mapping field(s) {unknown}", fields=unknown)
@@ -292,7 +294,9 @@ def detect_format(content: bytes) -> Format:
     return "json" if head in (b"[", b"{") else "csv"
 
 
-def parse_report(content: bytes, mapping: SettlementMapping = DEFAULT_MAPPING, fmt: Format | None = None) -> ParsedReport:
+def parse_report(
+    content: bytes, mapping: SettlementMapping = DEFAULT_MAPPING, fmt: Format | None = None
+) -> ParsedReport:
     """Every payment line of a report; ``SettlementReportInvalid`` only when the file is unreadable."""
     fmt = fmt or detect_format(content)
     if fmt == "csv":
@@ -372,6 +376,18 @@ class LineOutcome(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
     expected: int | None = None
     actual: int | None = None
+
+
+def check_readable(line: ReportLine, first_seen: Mapping[str, int]) -> LineOutcome | None:
+    """The exception of a line that cannot be matched at all: unreadable, or a repeat in its report."""
+    if line.problem is not None:
+        return LineOutcome(kind=line.problem, detail=line.detail or line.problem, expected=line.expected,
+                           actual=line.actual)
+    first = first_seen.get(line.invoice_number or "", line.line_no)
+    if first != line.line_no:
+        return LineOutcome(kind=DUPLICATE_LINE, detail=f"invoice {line.invoice_number!r} is also on line {first}",
+                           actual=line.gross)
+    return None
 
 
 def check_line(line: ReportLine, order: Order | None, *, booked_in: str | None = None) -> LineOutcome | None:
@@ -525,7 +541,10 @@ async def _import_chunk(
     done = {
         r["line_no"]
         for r in await conn.fetch(
-            "SELECT line_no FROM settlement_lines WHERE platform_id = $1 AND report_id = $2 AND line_no = ANY($3::int[])",
+            """
+            SELECT line_no FROM settlement_lines
+             WHERE platform_id = $1 AND report_id = $2 AND line_no = ANY($3::int[])
+            """,
             platform_id,
             report_id,
             [line.line_no for line in chunk],
@@ -536,32 +555,26 @@ async def _import_chunk(
         return
 
     outcomes: dict[int, LineOutcome] = {}
-    readable: list[ReportLine] = []
+    readable: dict[int, tuple[str, ReportLine]] = {}  # line_no -> (invoice, line)
     for line in lines:
-        if line.problem is not None:
-            outcomes[line.line_no] = LineOutcome(kind=line.problem, detail=line.detail or line.problem,
-                                                 expected=line.expected, actual=line.actual)
-        elif first_seen[line.invoice_number] != line.line_no:  # type: ignore[index]
-            outcomes[line.line_no] = LineOutcome(
-                kind=DUPLICATE_LINE,
-                detail=f"invoice {line.invoice_number!r} is also on line {first_seen[line.invoice_number]}",  # type: ignore[index]
-                actual=line.gross,
-            )
-        else:
-            readable.append(line)
+        outcome = check_readable(line, first_seen)
+        if outcome is not None:
+            outcomes[line.line_no] = outcome
+        elif line.invoice_number is not None:
+            readable[line.line_no] = (line.invoice_number, line)
 
-    orders = await _lock_orders(conn, platform_id, sorted({line.invoice_number for line in readable}))  # type: ignore[misc]
+    orders = await _lock_orders(conn, platform_id, sorted({invoice for invoice, _ in readable.values()}))
     booked_in = await _booked_reports(
         conn, platform_id, [o.invoice_number for o in orders.values() if o.settled_at is not None]
     )
     to_book: list[tuple[ReportLine, Order]] = []
-    for line in readable:
-        order = orders.get(line.invoice_number)  # type: ignore[arg-type]
-        outcome = check_line(line, order, booked_in=booked_in.get(line.invoice_number))  # type: ignore[arg-type]
+    for invoice, line in readable.values():
+        order = orders.get(invoice)
+        outcome = check_line(line, order, booked_in=booked_in.get(invoice))
         if outcome is not None:
             outcomes[line.line_no] = outcome
-        else:
-            to_book.append((line, order))  # type: ignore[arg-type]
+        elif order is not None:
+            to_book.append((line, order))
 
     entry_ids: dict[int, int] = {}
     if to_book:

@@ -58,7 +58,8 @@ async def test_a_clean_story_reconciles_clean_with_every_figure(market_pool):
     owed = rec.owed_by_doku
     assert (owed.unsettled.count, owed.unsettled.amount, owed.overdue.count) == (1, 30_000, 0)
     assert owed.clearing_balance == 30_000 - 10_000  # the gateway refund DOKU has not netted yet
-    assert (rec.payouts.pending.amount, rec.payouts.paid.amount, rec.payouts.in_transit_balance) == (20_000, 50_000, 20_000)
+    payouts = rec.payouts
+    assert (payouts.pending.amount, payouts.paid.amount, payouts.in_transit_balance) == (20_000, 50_000, 20_000)
     sellers = rec.owed_to_sellers
     assert sellers.allocated == 90_000 + 45_000 + 27_000
     assert sellers.reversed == 9_000 + 4_500

@@ -211,7 +211,7 @@ async def test_a_report_is_processed_in_chunks_with_progress(market_pool):
     lines.insert(6, line_for(orders[1]))  # a duplicate that lands in another chunk than its first line
     calls: list[tuple[int, int]] = []
 
-    summary = await _import(m, report_csv(lines), chunk_size=5, progress=lambda done, total: calls.append((done, total)))
+    summary = await _import(m, report_csv(lines), chunk_size=5, progress=lambda *call: calls.append(call))
 
     assert calls == [(5, 13), (10, 13), (13, 13)]
     assert (summary.booked, summary.exceptions) == (12, {"duplicate_line": 1})
@@ -248,7 +248,8 @@ async def test_concurrent_imports_of_one_report_book_each_line_once(market_pool)
     assert all(r.booked == 8 for r in results)
     assert await m.balance(chart.BANK) == 80_000
     assert await market_pool.fetchval("SELECT count(*) FROM settlement_lines WHERE platform_id = $1", m.pid) == 8
-    assert await market_pool.fetchval("SELECT count(*) FROM reconciliation_exceptions WHERE platform_id = $1", m.pid) == 0
+    exceptions = "SELECT count(*) FROM reconciliation_exceptions WHERE platform_id = $1"
+    assert await market_pool.fetchval(exceptions, m.pid) == 0
 
 
 async def test_json_report_with_numbers_and_strings(market_pool):
@@ -306,3 +307,43 @@ async def test_a_report_without_a_mapped_column_is_invalid_and_leaves_no_trace(m
     assert raised.value.code == "settlement_report_invalid"
     assert raised.value.context["missing"] == ["fee"]
     assert await m.snapshot() == before
+
+
+@pytest.mark.soak
+async def test_a_100k_line_report_imports_in_chunks(market_pool):
+    """Opt in with ``-m soak``: 100 000 captured orders, one report, every line booked."""
+    import time
+
+    import msgspec
+
+    from ledger import orders as orders_module
+
+    m = await new_market(market_pool, "alice", "bob")
+    template = await m.add_order("TEMPLATE", {"alice": 60_000, "bob": 40_000}, fee_bps=150, capture=False)
+    n = 100_000
+    await market_pool.execute(
+        """
+        INSERT INTO orders (platform_id, invoice_number, amount, status, request, policy, allocation, doku_request_id)
+        SELECT $1, 'INV-' || lpad(i::text, 6, '0'), $2, 'created', '{}'::jsonb, o.policy, o.allocation, 'req-' || i
+          FROM generate_series(1, $3) AS i, orders o
+         WHERE o.platform_id = $1 AND o.invoice_number = 'TEMPLATE'
+        """,
+        m.pid, template.amount, n,
+    )
+    invoices = [f"INV-{i:06}" for i in range(1, n + 1)]
+    for start in range(0, n, 2_000):
+        batch = [orders_module.CaptureRequest(invoice_number=inv, amount=template.amount)
+                 for inv in invoices[start:start + 2_000]]
+        await m.store.run_in_transaction(lambda c, b=batch: orders_module.capture_batch(c, m.store, m.pid, b))
+    fee = template.allocation.fee
+    content = report_csv([(inv, template.amount, fee, template.amount - fee, "2024-05-03") for inv in invoices])
+
+    started = time.perf_counter()
+    summary = await _import(m, content)
+    elapsed = time.perf_counter() - started
+
+    print(f"\nimported {n} lines in {elapsed:.1f} s ({n / elapsed:,.0f} lines/s)")
+    assert (summary.lines, summary.booked) == (n, n)
+    assert await m.balance(chart.BANK) == n * (template.amount - fee)
+    assert await m.balance(chart.CLEARING) == 0
+    assert msgspec.to_builtins(await m.seller("alice"))["pending"] == 0
