@@ -33,6 +33,12 @@ class EmbeddedPostgres:
     _server: Any = field(default=None, repr=False)
 
     def start(self) -> str:
+        import logging
+        import warnings
+
+        # pgserver logs every pg_ctl call at INFO and platformdirs warns about XDG_RUNTIME_DIR.
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         import pgserver
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ the morning reconciliation — printing the balances at each step.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import sys
 from datetime import UTC, datetime, timedelta, timezone
@@ -91,14 +92,14 @@ class Story:
             await asyncio.sleep(0.05)
 
 
-async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str) -> bool:
+async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str, client_id: str) -> bool:
     invoice = f"INV-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(3).upper()}"
     say(1, f"Platform {platform_id} created; its API key is printed once:\n    {api_key}")
 
     say(2, "The platform registers its DOKU merchant account: fee 1.5 % + Rp 1.000 borne by the platform, "
            "commission 5 %")
     await story.call("PUT", "/v1/platform/gateway", json={
-        "client_id": "MCH-DEMO-0001", "secret_key": "SK-demo-secret", "fee_bps": FEE_BPS, "fee_fixed": FEE_FIXED,
+        "client_id": client_id, "secret_key": "SK-demo-secret", "fee_bps": FEE_BPS, "fee_fixed": FEE_FIXED,
         "fee_bearer": "platform", "commission_bps": 500,
     })
 
@@ -150,6 +151,8 @@ async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str) -
                                headers={"Content-Type": "text/csv", "X-Source-Name": f"doku-{today}.csv"})
     say(None, f"report {summary['report_id']}: {summary['booked']} line(s) booked, "
               f"{summary['exception_count']} exception(s), net {rupiah(summary['net'])} to the platform's bank")
+    say(None, "doku:clearing now shows −Rp 85.000: DOKU settled the full order and paid the customer's refund "
+              "itself, so it will deduct that from a later settlement")
     await story.balances("seller balances after settlement")
 
     say(8, "The platform pays batik-sari out")
@@ -161,10 +164,9 @@ async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str) -
     await story.balances("seller balances after the payout")
 
     say(9, "The morning reconciliation")
-    now = datetime.now(UTC)
-    rec = await story.call("GET", "/v1/reconciliation", params={
-        "period_start": (now - timedelta(days=1)).isoformat(), "period_end": (now + timedelta(minutes=1)).isoformat()})
-    print(table("reconciliation", ["metric", "value"], [[k, v] for k, v in flatten(rec)]))
+    rec = await story.call("GET", "/v1/reconciliation", params={"period_start": today.isoformat(),
+                                                                 "period_end": today.isoformat()})
+    print(reconciliation_table(rec))
     clean = bool(rec.get("clean"))
     say(None, "clean: every rupiah captured is settled, refunded or owed, and sellers' balances match the books ✓"
         if clean else "NOT clean: " + "; ".join(i.get("message", str(i)) for i in rec.get("issues", [])))
@@ -172,22 +174,29 @@ async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str) -
     return clean
 
 
-def flatten(rec: dict[str, Any]) -> list[tuple[str, str]]:
-    """The reconciliation's headline numbers as metric/value rows."""
-    rows: list[tuple[str, str]] = []
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        elif isinstance(value, list):
-            rows.append((prefix, f"{len(value)} item(s)"))
-        elif isinstance(value, bool) or value is None or isinstance(value, str):
-            rows.append((prefix, str(value)))
-        elif isinstance(value, int):
-            rows.append((prefix, rupiah(value) if not prefix.endswith("count") else str(value)))
-    walk("", {k: v for k, v in rec.items() if k not in ("issues",)})
-    return rows
+def reconciliation_table(rec: dict[str, Any]) -> str:
+    """The headline figures an operator reads first."""
+    owed = rec["owed_by_doku"]
+    sellers = rec["owed_to_sellers"]
+    return table(
+        f"reconciliation {rec['period_start']} … {rec['period_end']} (WIB)",
+        ["figure", "value"],
+        [
+            ["captured", f"{rec['captured']['count']} order(s), {rupiah(rec['captured']['amount'])}"],
+            ["DOKU fees on them", rupiah(rec["doku_fees"])],
+            ["refunded through DOKU", rupiah(rec["refunded_gateway"]["amount"])],
+            ["refunded by bank transfer", rupiah(rec["refunded_manual"]["amount"])],
+            ["still unsettled by DOKU", f"{owed['unsettled']['count']} order(s), {rupiah(owed['unsettled']['amount'])}"],
+            ["of which overdue (> T+2)", f"{owed['overdue']['count']} order(s), {rupiah(owed['overdue']['amount'])}"],
+            ["doku:clearing balance", rupiah(owed["clearing_balance"])],
+            ["open exceptions", str(rec["open_exceptions"])],
+            ["paid out to sellers", rupiah(rec["payouts"]["paid"]["amount"])],
+            ["owed to sellers (orders)", rupiah(sellers["expected"])],
+            ["owed to sellers (ledger)", rupiah(sellers["ledger"])],
+            ["difference", rupiah(sellers["difference"])],
+            ["trial balance zero", "yes" if rec["trial_balance_zero"] else "NO"],
+        ],
+    )
 
 
 async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
@@ -200,15 +209,14 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
         async with serve_sandbox(sandbox) as sandbox_url:
             settings = load_settings(database_url=url, doku_base_url=sandbox_url, log_json=False,
                                      auto_migrate=False, status_check_enabled=False)
-            import logging
-
-            logging.getLogger("splitledger").setLevel(logging.WARNING)
             app = create_app(settings)
-            logging.getLogger("splitledger").setLevel(logging.WARNING)
+            for name in ("splitledger", "httpx", "uvicorn", "uvicorn.error"):
+                logging.getLogger(name).setLevel(logging.WARNING)
             async with serve_app(app, port=port) as base_url:
                 print(f"DOKU sandbox:  {sandbox_url}")
                 print(f"splitledger:   {base_url}  (OpenAPI docs at {base_url}/docs)")
-                sandbox.add_merchant(SandboxMerchant(client_id="MCH-DEMO-0001", secret_key="SK-demo-secret",
+                client_id = f"MCH-DEMO-{secrets.token_hex(4).upper()}"
+                sandbox.add_merchant(SandboxMerchant(client_id=client_id, secret_key="SK-demo-secret",
                                                      notification_url=base_url + settings.notification_path))
                 conn = await asyncpg.connect(url)
                 try:
@@ -218,7 +226,8 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
                 async with httpx.AsyncClient(base_url=base_url, timeout=30,
                                              headers={"Authorization": f"Bearer {api_key}"}) as client:
                     story = Story(client, sandbox_url, ["batik-sari", "kopi-kita"])
-                    clean = await tell(story, platform_id=platform_id, api_key=api_key, base_url=base_url)
+                    clean = await tell(story, platform_id=platform_id, api_key=api_key, base_url=base_url,
+                                       client_id=client_id)
                 if keep_running:
                     print("\nThe service and the sandbox keep running; Ctrl-C stops them.", flush=True)
                     print(f"  curl -H 'Authorization: Bearer {api_key}' {base_url}/v1/sellers/batik-sari/balances")

@@ -77,7 +77,7 @@ async def configure_gateway(
     async with conn.transaction():
         owner = await conn.fetchval("SELECT platform_id FROM doku_client_ids WHERE client_id = $1", client_id)
         if owner is not None and owner != platform_id:
-            raise errors.MarketplaceError("this DOKU Client-Id belongs to another platform")
+            raise errors.ClientIdTaken("this DOKU Client-Id belongs to another platform")
         await conn.execute("DELETE FROM doku_client_ids WHERE platform_id = $1 AND client_id <> $2", platform_id, client_id)
         await conn.execute(
             "INSERT INTO doku_client_ids (client_id, platform_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",

@@ -63,6 +63,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "payout_not_pending": (409, "The payout is not pending"),
     "settlement_report_invalid": (422, "The settlement report cannot be read"),
     "gateway_not_configured": (409, "The platform has no DOKU credentials configured"),
+    "client_id_taken": (409, "This DOKU Client-Id is registered to another platform"),
     "invalid_signature": (401, "Invalid DOKU signature"),
     "stale_timestamp": (401, "DOKU request timestamp outside the accepted window"),
     "unknown_client_id": (401, "Unknown DOKU Client-Id"),

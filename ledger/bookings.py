@@ -86,9 +86,14 @@ def refund_entry(
     platform: int,
     fee: int,
     sellers: Mapping[str, SellerDebit],
+    order_settled: bool = False,
     at: datetime | None = None,
 ) -> EntryDraft:
-    """Reverse a refund's share from each party; the money leaves through DOKU or the bank."""
+    """Reverse a refund's share from each party; the money leaves through DOKU or the bank.
+
+    A fee DOKU gives back is taken off the fee it still withholds; once the order is settled
+    that fee is gone from ``doku:fees_withheld``, so DOKU owes it back through clearing instead.
+    """
     postings: dict[str, int] = {}
     _add(postings, chart.CLEARING if mode == "gateway" else chart.BANK, -amount)
     for seller_id, debit in sorted(sellers.items()):
@@ -96,7 +101,7 @@ def refund_entry(
         _add(postings, chart.seller_available(seller_id), debit.available)
         _add(postings, chart.seller_debt(seller_id), debit.debt)
     _add(postings, chart.COMMISSION, platform)
-    _add(postings, chart.FEES_WITHHELD, fee)
+    _add(postings, chart.CLEARING if order_settled else chart.FEES_WITHHELD, fee)
     return _entry("refund", f"refund:{refund_id}", postings, ref=invoice_number, at=at,
                   meta={"invoice_number": invoice_number, "refund_id": refund_id, "mode": mode})
 

@@ -24,7 +24,8 @@
         ├── PayoutNotFound           payout_not_found
         ├── PayoutNotPending         payout_not_pending
         ├── SettlementReportInvalid  settlement_report_invalid
-        └── GatewayNotConfigured     gateway_not_configured
+        ├── GatewayNotConfigured     gateway_not_configured
+        └── ClientIdTaken            client_id_taken
 """
 
 from __future__ import annotations
@@ -139,3 +140,7 @@ class SettlementReportInvalid(MarketplaceError):
 
 class GatewayNotConfigured(MarketplaceError):
     code = "gateway_not_configured"
+
+
+class ClientIdTaken(MarketplaceError):
+    code = "client_id_taken"

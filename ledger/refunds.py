@@ -165,6 +165,7 @@ async def complete_refund(
             platform=reversal.platform,
             fee=reversal.fee,
             sellers=debits,
+            order_settled=order.settled_at is not None,
         )
         posted = raise_rejection((await store.post(platform_id, [draft], conn=conn))[0])
         cumulative = split.sum_reversals([r for r in (order.reversed, reversal) if r is not None])
@@ -226,7 +227,10 @@ async def _seller_debits(
     conn: asyncpg.Connection, platform_id: str, order: Order, reversal: split.Reversal
 ) -> dict[str, bookings.SellerDebit]:
     sellers = sorted(s for s, amount in reversal.sellers.items() if amount)
-    codes = [c for s in sellers for c in (chart.seller_pending(s), chart.seller_available(s))]
+    # Lock every account the refund entry can touch, in account order, before reading balances:
+    # the same order capture, settlement and payouts use, so none of them can deadlock with us.
+    codes = [chart.CLEARING, chart.BANK, chart.COMMISSION, chart.FEES_WITHHELD]
+    codes += [c for s in sellers for c in (chart.seller_pending(s), chart.seller_available(s), chart.seller_debt(s))]
     rows = await conn.fetch(
         """
         SELECT code, balance FROM accounts WHERE platform_id = $1 AND code = ANY($2::text[])
