@@ -28,6 +28,7 @@ from api.logs import configure_logging
 from api.middleware import RequestContextMiddleware
 from api.platforms import ApiKeyVerifier
 from api.settings import Settings, load_settings
+from jenius.errors import JeniusError
 from ledger.errors import LedgerError
 from ledger.store import LedgerStore
 from migrations.runner import migrate
@@ -57,20 +58,8 @@ async def authenticate(request: Request, state: State) -> str:
     return await state.services.verifier.verify(token.strip())
 
 
-def _domain_exception_types() -> list[type[Exception]]:
-    types: list[type[Exception]] = [LedgerError, problems.ApiError]
-    for module_name, class_name in (
-        ("ledger.split", "SplitError"),
-        ("ledger.split", "SplitInvalid"),
-        ("jenius.errors", "JeniusError"),
-        ("ledger.marketplace_errors", "MarketplaceError"),
-    ):
-        try:
-            module = __import__(module_name, fromlist=[class_name])
-            types.append(getattr(module, class_name))
-        except (ImportError, AttributeError):
-            continue
-    return types
+# Every domain error tree carries a stable ``code``; ``api.problems`` maps codes to statuses.
+DOMAIN_ERRORS: tuple[type[Exception], ...] = (LedgerError, JeniusError, problems.ApiError)
 
 
 def create_app(settings: Settings | None = None, *, extra_setup: Any = None) -> Litestar:
@@ -110,7 +99,7 @@ def create_app(settings: Settings | None = None, *, extra_setup: Any = None) -> 
         dependencies={"platform_id": Provide(authenticate)},
         security=[{"apiKey": []}],
     )
-    exception_handlers: dict[Any, Any] = {t: problems.handle_domain_error for t in _domain_exception_types()}
+    exception_handlers: dict[Any, Any] = {t: problems.handle_domain_error for t in DOMAIN_ERRORS}
     exception_handlers[HTTPException] = problems.handle_http_exception
     exception_handlers[Exception] = problems.handle_unexpected
     configure_logging(settings.log_json)
@@ -140,11 +129,9 @@ def create_app(settings: Settings | None = None, *, extra_setup: Any = None) -> 
 
 
 def _service_hooks() -> list[tuple[Any, Any]]:
-    """Start/stop pairs of optional background parts (marketplace services, status checker)."""
-    try:
-        from api.runtime import hooks
-    except ImportError:
-        return []
+    """Start/stop pairs of the background parts (DOKU clients, capture batcher, status checker)."""
+    from api.runtime import hooks
+
     return hooks()
 
 

@@ -163,9 +163,4 @@ class RefundController(Controller):
 
 
 def marketplace_handlers() -> list[Any]:
-    handlers: list[Any] = [PlatformController, SellerController, OrderController, RefundController]
-    try:
-        from api.routes.money import money_handlers
-    except ImportError:
-        return handlers
-    return [*handlers, *money_handlers()]
+    return [PlatformController, SellerController, OrderController, RefundController]

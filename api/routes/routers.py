@@ -9,21 +9,14 @@ from api.settings import Settings
 
 def public_handlers(settings: Settings) -> list[Any]:
     from api.routes.health import health, metrics
+    from api.routes.notifications import notification_handler
 
-    handlers: list[Any] = [health, metrics]
-    try:
-        from api.routes.notifications import notification_handler
-    except ImportError:
-        return handlers
-    return [*handlers, notification_handler(settings.notification_path)]
+    return [health, metrics, notification_handler(settings.notification_path)]
 
 
 def v1_handlers() -> list[Any]:
     from api.routes.ledger import LedgerController
+    from api.routes.marketplace import marketplace_handlers
+    from api.routes.money import money_handlers
 
-    handlers: list[Any] = [LedgerController]
-    try:
-        from api.routes.marketplace import marketplace_handlers
-    except ImportError:
-        return handlers
-    return [*handlers, *marketplace_handlers()]
+    return [LedgerController, *marketplace_handlers(), *money_handlers()]
