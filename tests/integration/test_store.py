@@ -7,7 +7,6 @@ import itertools
 import random
 
 import asyncpg
-import msgspec
 import pytest
 
 from api.database import create_pool
@@ -301,7 +300,10 @@ async def test_many_tasks_posting_to_the_same_hot_accounts_end_exact(store, data
     """Each task owns its transactions (``conn=``), so a deadlock would surface here instead of being retried."""
     rng = random.Random(20240601)
     plans = [
-        [(rng.randint(1, 10_000), rng.randint(1, 500), rng.choice(["seller_a", "seller_b"])) for _ in range(ENTRIES_PER_TASK)]
+        [
+            (rng.randint(1, 10_000), rng.randint(1, 500), rng.choice(["seller_a", "seller_b"]))
+            for _ in range(ENTRIES_PER_TASK)
+        ]
         for _ in range(TASKS)
     ]
 

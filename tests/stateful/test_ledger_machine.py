@@ -18,10 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import msgspec
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from api.database import create_pool
 from ledger import errors
@@ -89,7 +95,8 @@ class Books:
             key = draft.idempotency_key
             if key in self.entries:
                 stored, entry_id = self.entries[key]
-                outcomes.append(("replayed", entry_id) if same_content(stored, draft) else ("rejected", "idempotency_conflict"))
+                same = same_content(stored, draft)
+                outcomes.append(("replayed", entry_id) if same else ("rejected", "idempotency_conflict"))
             elif key in accepted:
                 same = same_content(accepted[key], draft)
                 outcomes.append(("replayed_in_batch", key) if same else ("rejected", "idempotency_conflict"))
@@ -171,7 +178,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 signed = amount * sign(self.books.accounts[target].kind)
                 postings += [(target, signed), (source, -signed)]
             else:
-                debit, credit = data.draw(st.sampled_from(codes), label="debit"), data.draw(st.sampled_from(codes), label="credit")
+                debit = data.draw(st.sampled_from(codes), label="debit")
+                credit = data.draw(st.sampled_from(codes), label="credit")
                 postings += [(debit, amount), (credit, -amount)]
         postings = data.draw(st.permutations(postings), label="order")
         kind = data.draw(st.sampled_from(["capture", "refund", "transfer"]), label="kind")
@@ -179,7 +187,11 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def draw_overdraft(self, data: st.DataObject) -> EntryDraft:
         """Take more out of a non-negative account than it holds."""
-        candidates = [c for c, s in self.books.accounts.items() if not s.allow_negative and len(self.accounts_in(s.currency)) >= 2]
+        candidates = [
+            code
+            for code, spec in self.books.accounts.items()
+            if not spec.allow_negative and len(self.accounts_in(spec.currency)) >= 2
+        ]
         code = data.draw(st.sampled_from(sorted(candidates)), label="overdrawn")
         spec = self.books.accounts[code]
         other = data.draw(st.sampled_from([c for c in self.accounts_in(spec.currency) if c != code]), label="other")
@@ -327,7 +339,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 case "unknown":
                     legit = self.draw_entry(data)
                     first = legit.postings[0]
-                    drafts.append(msgspec.structs.replace(legit, postings=(msgspec.structs.replace(first, account="nowhere"), *legit.postings[1:])))
+                    nowhere = msgspec.structs.replace(first, account="nowhere")
+                    drafts.append(msgspec.structs.replace(legit, postings=(nowhere, *legit.postings[1:])))
                 case "replay":
                     key = data.draw(st.sampled_from(sorted(self.books.entries)), label="replayed key")
                     drafts.append(_rebuilt(self.books.entries[key][0]))
