@@ -36,6 +36,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "insufficient_funds": (422, "Insufficient funds"),
     "entry_not_found": (404, "Unknown journal entry"),
     "store_unavailable": (503, "The database is unavailable"),
+    "ledger_invariant_violated": (500, "Internal error: the ledger refused an inconsistent write"),
     # split engine
     "split_invalid": (422, "The split does not add up"),
     "split_error": (422, "The split cannot be computed"),

@@ -8,6 +8,7 @@
     ├── IdempotencyConflict     idempotency_conflict (same key, different content)
     ├── EntryNotFound           entry_not_found
     ├── StoreUnavailable        store_unavailable    (driver/connection failure, retry later)
+    ├── InvariantViolated       ledger_invariant_violated (the database's last line of defence fired: a bug)
     └── MarketplaceError        (sellers, orders, refunds, settlement, payouts)
         ├── UnknownSeller            unknown_seller
         ├── SellerExists             seller_exists
@@ -72,6 +73,10 @@ class EntryNotFound(LedgerError):
 
 class StoreUnavailable(LedgerError):
     code = "store_unavailable"
+
+
+class InvariantViolated(LedgerError):
+    code = "ledger_invariant_violated"
 
 
 class MarketplaceError(LedgerError):

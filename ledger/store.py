@@ -82,7 +82,9 @@ def translate_integrity_error(exc: asyncpg.exceptions.PostgresError) -> errors.L
         return errors.InsufficientFunds(f"database refused an overdraft ({constraint})", constraint=constraint)
     if constraint == "journal_entries_idempotency_key_unique":
         return errors.IdempotencyConflict("idempotency key already used", constraint=constraint)
-    return errors.InvalidEntry([("invariant_violated", constraint or type(exc).__name__)])
+    # Anything else the database caught is a bug in the layers above it, not a user error.
+    return errors.InvariantViolated(f"the database refused a write ({constraint or type(exc).__name__})",
+                                    constraint=constraint)
 
 
 class LedgerStore:

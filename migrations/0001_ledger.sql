@@ -126,6 +126,7 @@ CREATE FUNCTION ledger_check_posting() RETURNS trigger LANGUAGE plpgsql VOLATILE
 DECLARE
     acct record;
     previous bigint;
+    previous_at timestamptz;
 BEGIN
     SELECT currency, allow_negative, normal_sign INTO acct FROM accounts
      WHERE platform_id = NEW.platform_id AND account_id = NEW.account_id;
@@ -140,13 +141,20 @@ BEGIN
     IF NEW.account_version = 1 THEN
         previous := 0;
     ELSE
-        SELECT balance_after INTO previous FROM postings
+        SELECT balance_after, created_at INTO previous, previous_at FROM postings
          WHERE platform_id = NEW.platform_id AND account_id = NEW.account_id
            AND account_version = NEW.account_version - 1;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'posting version % of account % does not follow a previous posting',
                 NEW.account_version, NEW.account_id
                 USING ERRCODE = 'check_violation', CONSTRAINT = 'postings_running_balance';
+        END IF;
+        -- Point-in-time balances read the last posting at or before an instant: an account's
+        -- postings must therefore never be recorded out of time order.
+        IF NEW.created_at < previous_at THEN
+            RAISE EXCEPTION 'posting of account % recorded at % before its previous posting (%)',
+                NEW.account_id, NEW.created_at, previous_at
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'postings_recorded_in_order';
         END IF;
     END IF;
     IF NEW.balance_after <> previous + NEW.amount * acct.normal_sign THEN

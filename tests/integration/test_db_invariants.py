@@ -373,3 +373,22 @@ async def test_concurrent_migrations_apply_each_migration_exactly_once(empty_dat
     finally:
         for c in conns:
             await c.close()
+
+
+async def test_a_posting_recorded_before_its_accounts_previous_posting_is_refused(conn, ids):
+    """as_of balances read the last posting at or before an instant, so back-dating would falsify them."""
+    await post(conn, ids, "k1", [("cash", 100), ("capital", -100)])
+    with pytest.raises(asyncpg.PostgresError) as raised:
+        async with conn.transaction():
+            entry_id = await insert_entry(conn, "k2")
+            await conn.execute(
+                """
+                INSERT INTO postings (platform_id, entry_id, account_id, amount, currency, balance_after,
+                                      account_version, created_at)
+                VALUES ('p1', $1, $2, 50, 'IDR', 150, 2, now() - interval '1 day')
+                """,
+                entry_id,
+                ids["p1", "cash"],
+            )
+    assert_refused(raised.value, CHECK, "postings_recorded_in_order")
+    assert await count(conn, "postings") == 2
