@@ -8,11 +8,14 @@ whose body says nothing about internals; it is logged with the request id.
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+
+from api.middleware import _SANE_ID as SANE_REQUEST_ID  # the same rule as for matched routes
 
 log = logging.getLogger("splitledger.api")
 
@@ -111,6 +114,14 @@ def problem(
     default_status, title = PROBLEMS.get(code, (status or 400, code.replace("_", " ")))
     status = status or default_status
     request_id = request.scope.get("state", {}).get("request_id") if request is not None else None
+    # The request-context middleware adds X-Request-Id to every answer of a matched route; errors the
+    # router raises itself (no such path or method) never pass through it, so they get an id here.
+    headers: dict[str, str] = {}
+    if request is not None and request_id is None:
+        incoming = request.headers.get("x-request-id")
+        request_id = incoming if incoming and SANE_REQUEST_ID.match(incoming) else secrets.token_hex(8)
+        request.scope.setdefault("state", {})["request_id"] = request_id
+        headers["X-Request-Id"] = request_id
     body = Problem(
         type=f"https://splitledger.dev/problems/{code.replace('_', '-')}",
         title=title,
@@ -122,7 +133,6 @@ def problem(
         errors=errors,
         extra=extra or None,
     )
-    headers = {"X-Request-Id": request_id} if request_id else {}
     return Response(msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

@@ -127,8 +127,13 @@ class OrderController(Controller):
 
     @post("/{invoice_number:str}/status-check", summary="Ask DOKU for the order's status and apply it",
           status_code=200)
-    async def status_check(self, services: Services, platform_id: str, invoice_number: str) -> OrderOut:
-        return payments.order_out(await payments.check_order_status(services, platform_id, invoice_number))
+    async def status_check(self, request: Request, services: Services, platform_id: str,
+                           invoice_number: str) -> Response:
+        async def run() -> Response:
+            order = await payments.check_order_status(services, platform_id, invoice_number)
+            return json_response(payments.order_out(order))
+
+        return await idempotent(request, services.pool, platform_id, run)
 
     @post("/{invoice_number:str}/refunds", summary="Refund all or part of a captured order", status_code=201)
     async def refund(

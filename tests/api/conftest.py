@@ -221,7 +221,9 @@ def assert_problem(r: httpx.Response, status: int, code: str) -> dict:
     body = r.json()
     assert body["code"] == code, body
     assert body["status"] == status, body
-    assert r.headers.get("x-request-id"), "every answer carries X-Request-Id"
+    assert len(r.headers.get_list("x-request-id")) == 1, "every answer carries one X-Request-Id"
+    if r.headers.get("idempotent-replayed") != "true":  # a replay is the first answer, byte for byte
+        assert body["request_id"] == r.headers["x-request-id"]
     return body
 
 
