@@ -15,6 +15,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import settings
+
+# CI runs the same examples every time (a red run must be reproducible); locally, hypothesis
+# explores new ones and remembers failures in .hypothesis/.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from api.database import EmbeddedPostgres
 from migrations.runner import migrate_url

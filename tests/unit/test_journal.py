@@ -46,9 +46,13 @@ non_int_amounts = st.one_of(
     st.text(alphabet="0123456789-", min_size=1, max_size=4),
     st.none(),
 )
+# Fixed offsets, as DOKU and our API send them: a zoneinfo wall time inside a DST gap names no
+# real instant and does not survive a round trip through ISO 8601, in any system.
 aware_datetimes = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.timezones()
-).filter(lambda d: d.utcoffset() is not None)
+    min_value=datetime(2000, 1, 1),
+    max_value=datetime(2100, 1, 1),
+    timezones=st.builds(lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(-12 * 60, 14 * 60)),
+)
 json_values = st.one_of(st.text(max_size=5), st.integers(-(2**40), 2**40), st.none())
 metadata_dicts = st.dictionaries(st.text(max_size=5), json_values, max_size=3)
 
