@@ -81,15 +81,19 @@ async def idempotent(
     if body is None or response.status_code >= 500:
         await _release(pool, platform_id, key)
         return response
+    await _remember(pool, platform_id, key, response.status_code, body)
+    return response
+
+
+async def _remember(pool: asyncpg.Pool, platform_id: str, key: str, status: int, body: bytes) -> None:
     await pool.execute(
         "UPDATE idempotency_keys SET status = 'done', response_status = $3, response_body = $4 "
         "WHERE platform_id = $1 AND key = $2",
         platform_id,
         key,
-        response.status_code,
+        status,
         body,
     )
-    return response
 
 
 async def _store_error(request: Request, pool: asyncpg.Pool, platform_id: str, key: str, exc: Exception) -> None:
@@ -97,14 +101,7 @@ async def _store_error(request: Request, pool: asyncpg.Pool, platform_id: str, k
     from api.problems import handle_domain_error
 
     response = handle_domain_error(request, exc)
-    await pool.execute(
-        "UPDATE idempotency_keys SET status = 'done', response_status = $3, response_body = $4 "
-        "WHERE platform_id = $1 AND key = $2",
-        platform_id,
-        key,
-        response.status_code,
-        response.content,
-    )
+    await _remember(pool, platform_id, key, response.status_code, response.content)
 
 
 async def _release(pool: asyncpg.Pool, platform_id: str, key: str) -> None:
