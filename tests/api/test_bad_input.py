@@ -5,9 +5,12 @@ with the same key is a conflict."""
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
 import httpx
 
-from tests.api.conftest import CLIENT_ID, Stack, assert_problem, order_body
+from tests.api.conftest import CLIENT_ID, Stack, assert_problem, order_body, poll
 
 ITEMS = [("Songket", 80_000, 1, "songket"), ("Sambal", 20_000, 2, "sambal")]
 
@@ -57,6 +60,24 @@ async def test_refund_beyond_captured_and_payout_beyond_available_change_nothing
     r = await stack.client.post("/v1/payouts", json={"seller_id": "songket", "amount": 0})
     assert_problem(r, 422, "invalid_request")
     assert await stack.trial_balance() == mid
+
+
+async def test_racing_refunds_and_payouts_never_together_exceed_the_limit(stack: Stack) -> None:
+    await _market(stack)  # INV-BASE-1: 120 000 captured and settled; songket has 76 000 available
+    racing = [stack.client.post("/v1/orders/INV-BASE-1/refunds", json={"amount": 70_000, "reason": f"race {n}"})
+              for n in range(2)]
+    answers = sorted((r.status_code, r.json().get("code")) for r in await asyncio.gather(*racing))
+    assert answers == [(201, None), (422, "refund_exceeds_captured")]
+    assert [x.amount for x in stack.sandbox.order("INV-BASE-1", client_id=CLIENT_ID).refunds] == [70_000]
+    await stack.assert_books_balance()
+
+    available = (await stack.balances("songket"))["available"]
+    racing = [stack.client.post("/v1/payouts", json={"seller_id": "songket", "amount": available // 2 + 1})
+              for _ in range(2)]
+    answers = sorted((r.status_code, r.json().get("code")) for r in await asyncio.gather(*racing))
+    assert answers == [(201, None), (422, "payout_exceeds_available")]
+    assert (await stack.balances("songket"))["available"] == available - (available // 2 + 1)
+    await stack.assert_books_balance()
 
 
 async def test_bad_orders_are_refused_with_their_code_and_change_nothing(stack: Stack) -> None:
@@ -248,6 +269,27 @@ async def test_a_refused_request_is_replayed_as_refused(stack: Stack) -> None:
                                 headers={"Idempotency-Key": "k-bad"})
     assert_problem(r, 422, "unknown_seller")
     assert r.headers.get("idempotent-replayed") == "true"
+
+
+async def test_a_key_whose_first_request_is_still_running_is_in_progress(stack: Stack) -> None:
+    await stack.create_seller("songket")
+    await stack.create_seller("sambal")
+    stack.sandbox.faults.latency_s = 0.3  # DOKU is slow: the first request is still waiting for it
+    body = order_body("INV-SLOW-1", ITEMS)
+    first = asyncio.create_task(stack.client.post("/v1/orders", json=body, headers={"Idempotency-Key": "k-slow"}))
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        await poll(lambda: conn.fetchval("SELECT count(*) FROM idempotency_keys WHERE key = 'k-slow'"), 5.0,
+                   "the first request never took its key")
+    finally:
+        await conn.close()
+    assert not first.done()
+    r = await stack.client.post("/v1/orders", json=body, headers={"Idempotency-Key": "k-slow"})
+    assert_problem(r, 409, "idempotency_in_progress")
+    assert (await first).status_code == 201
+    r = await stack.client.post("/v1/orders", json=body, headers={"Idempotency-Key": "k-slow"})
+    assert (r.status_code, r.headers.get("idempotent-replayed")) == (201, "true")
+    assert len(stack.sandbox.orders()) == 1
 
 
 async def test_the_same_key_with_another_body_is_a_conflict_and_changes_nothing(stack: Stack) -> None:

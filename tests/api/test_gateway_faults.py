@@ -52,7 +52,8 @@ async def test_doku_on_a_closed_port_then_back_the_same_request_id_goes_through(
     await stack.create_seller("lurik")
     gateway = {"client_id": CLIENT_ID, "secret_key": SECRET_KEY, "fee_bps": 150, "fee_fixed": 1_000,
                "commission_bps": 500}
-    r = await stack.client.put("/v1/platform/gateway", json={**gateway, "base_url": f"http://127.0.0.1:{_closed_port()}"})
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    r = await stack.client.put("/v1/platform/gateway", json={**gateway, "base_url": closed})
     assert r.status_code == 200
     r = await stack.client.post("/v1/orders", json=order_body("INV-DOWN-1", ITEMS))
     assert r.status_code == 201 and r.json()["status"] == "send_failed"

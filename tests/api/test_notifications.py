@@ -5,6 +5,10 @@ inbox where it has a platform, and changes no balance."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from jenius import signing
 from tests.api.conftest import (
     CLIENT_ID,
     NOTIFICATION_PATH,
@@ -26,8 +30,8 @@ async def _captured_books(stack: Stack, invoice: str) -> dict[str, int]:
     return await stack.assert_books_balance()
 
 
-def _capture_entries(books_before: dict[str, int], books_after: dict[str, int]) -> None:
-    assert books_after == books_before, "the second delivery must not post"
+def _assert_nothing_posted(books_before: dict[str, int], books_after: dict[str, int]) -> None:
+    assert books_after == books_before, "a later delivery must not post"
 
 
 async def test_duplicated_deliveries_capture_once(stack: Stack) -> None:
@@ -55,7 +59,7 @@ async def test_a_manual_resend_is_acknowledged_and_captures_nothing_more(stack: 
     inbox = await stack.inbox("INV-RESEND-1")
     assert [n["outcome"] for n in inbox] == ["captured", "duplicate", "duplicate"]
     assert len({n["request_id"] for n in inbox}) == 3  # a resend is a new notification with the same body
-    _capture_entries(books, await stack.assert_books_balance())
+    _assert_nothing_posted(books, await stack.assert_books_balance())
 
 
 async def test_failed_or_expired_after_success_does_not_uncapture(stack: Stack) -> None:
@@ -67,7 +71,7 @@ async def test_failed_or_expired_after_success_does_not_uncapture(stack: Stack) 
     order = await stack.order("INV-LATE-1")
     assert (order["status"], order["closed_reason"]) == ("captured", None)
     assert order["refundable_amount"] == AMOUNT
-    _capture_entries(books, await stack.assert_books_balance())
+    _assert_nothing_posted(books, await stack.assert_books_balance())
 
 
 async def test_success_after_expired_captures_because_the_money_moved(stack: Stack) -> None:
@@ -212,8 +216,6 @@ async def test_unknown_invoice_is_acknowledged_not_posted_and_becomes_an_excepti
 
 
 async def test_concurrent_duplicates_capture_exactly_once(stack: Stack) -> None:
-    import asyncio
-
     await stack.create_seller("tenun")
     await stack.place_order("INV-RACE-1", ITEMS)
     body = notification_body("INV-RACE-1", AMOUNT)
@@ -226,10 +228,6 @@ async def test_concurrent_duplicates_capture_exactly_once(stack: Stack) -> None:
 
 async def test_a_stale_but_signed_notification_triggers_a_status_check(stack: Stack) -> None:
     """A correct signature with an old timestamp is refused, and the service asks DOKU instead."""
-    from datetime import UTC, datetime, timedelta
-
-    from jenius import signing
-
     await stack.create_seller("tenun")
     await stack.place_order("INV-STALE-1", ITEMS)
     stack.sandbox.faults.drop_notifications = 4  # DOKU's own notification never arrives

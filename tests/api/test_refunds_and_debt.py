@@ -28,7 +28,8 @@ async def test_a_manual_refund_leaves_through_the_bank_and_never_calls_doku(stac
     assert r.status_code == 201, r.text
     refund = r.json()
     assert (refund["status"], refund["mode"], refund["reference"]) == ("succeeded", "manual", "BCA-TRF-0042")
-    weights = {"wayang": split["wayang"], "blangkon": split["blangkon"], "platform": split["platform"] + split["doku_fee"]}
+    weights = {"wayang": split["wayang"], "blangkon": split["blangkon"],
+               "platform": split["platform"] + split["doku_fee"]}
     expected = proportional(37_000, weights)
     assert refund["reversal"] == {**expected, "doku_fee": 0}
     assert stack.sandbox.order("INV-MAN-1", client_id=CLIENT_ID).refunds == ()

@@ -131,3 +131,7 @@ async def test_the_whole_story_from_cart_to_clean_reconciliation(stack: Stack) -
     assert owed["difference"] == 0
     assert (owed["allocated"], owed["reversed"], owed["paid_out"]) == (
         split[BATIK] + split[KOPI], reversal[BATIK] + reversal[KOPI], batik_left)
+    r = await stack.client.get("/v1/reconciliation", params={
+        "period_start": captured_on.isoformat(), "period_end": line["settlement_date"], "format": "csv"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert str(GROSS) in r.text and str(kopi_left) in r.text
