@@ -119,3 +119,36 @@ def test_the_demo_tells_the_whole_story_and_ends_clean(database_url):
     for step in ("[5]", "[6]", "[7]", "[8]", "[9]"):
         assert step in result.stdout
     assert "clean:" in result.stdout and "NOT clean" not in result.stdout
+
+
+async def test_status_check_and_settlement_import_from_the_command_line(database_url, monkeypatch, tmp_path, capsys):
+    from datetime import datetime, timedelta, timezone
+
+    from tests.api.conftest import CLIENT_ID, order_body, start_stack
+
+    async for stack in start_stack(database_url):
+        await stack.create_seller("tenun")
+        stack.sandbox.faults.drop_notifications = 4  # the first delivery and every resend are lost
+        r = await stack.client.post("/v1/orders", json=order_body("INV-CLI-1", [("Tenun", 120_000, 1, "tenun")]))
+        assert r.status_code == 201 and r.json()["status"] == "pending"
+        await stack.sandbox.approve("INV-CLI-1", client_id=CLIENT_ID)
+        await stack.sandbox.drain()
+        assert (await stack.client.get("/v1/orders/INV-CLI-1")).json()["status"] == "pending"
+
+        monkeypatch.setenv("SPLITLEDGER_DOKU_BASE_URL", stack.sandbox_url)
+        argv = ["--database-url", database_url, "status-check", "--older-than", "0"]
+        assert await asyncio.to_thread(main, argv) == 0
+        assert "checked 1 pending order" in capsys.readouterr().out
+        order = (await stack.client.get("/v1/orders/INV-CLI-1")).json()
+        assert order["status"] == "captured" and order["settled_at"] is None
+
+        day = datetime.now(timezone(timedelta(hours=7))).date()
+        report = tmp_path / "doku.csv"
+        report.write_text(stack.sandbox.settlement_report_csv(day, client_id=CLIENT_ID))
+        argv = ["--database-url", database_url, "import-settlement", "--platform", stack.platform_id, str(report)]
+        assert await asyncio.to_thread(main, argv) == 0
+        captured = capsys.readouterr()
+        assert "booked=1" in captured.out.replace(" ", "") and "importing [" in captured.err
+        assert (await stack.client.get("/v1/orders/INV-CLI-1")).json()["settled_at"] is not None
+        balances = (await stack.client.get("/v1/sellers/tenun/balances")).json()
+        assert balances["pending"] == 0 and balances["available"] == 120_000 - 6_000  # 5 % commission
