@@ -239,7 +239,10 @@ def order_body(invoice: str, items: list[tuple[str, int, int, str]], **extra: ob
     }
 
 
-async def start_stack(database_url: str, *, platform_name: str = "Toko Maju") -> AsyncIterator[Stack]:
+async def start_stack(
+    database_url: str, *, platform_name: str = "Toko Maju", **overrides: object
+) -> AsyncIterator[Stack]:
+    """The stack; ``overrides`` change the service's settings (e.g. ``doku_timeout_s``)."""
     sandbox = Sandbox(fee_bps=FEE_BPS, fee_fixed=FEE_FIXED, retry_schedule_s=(0.05, 0.1, 0.2))
     async with serve_sandbox(sandbox) as sandbox_url:
         settings = load_settings(
@@ -247,8 +250,7 @@ async def start_stack(database_url: str, *, platform_name: str = "Toko Maju") ->
             database_url=database_url,
             doku_base_url=sandbox_url,
             status_check_enabled=False,
-            pool_min=1,
-            pool_max=6,
+            **{"pool_min": 1, "pool_max": 6, **overrides},
         )
         app = create_app(settings)
         async with serve_app(app) as base_url:

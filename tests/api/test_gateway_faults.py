@@ -6,8 +6,19 @@ captures (or closes) an order whose notification never arrived."""
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
 
-from tests.api.conftest import CLIENT_ID, SECRET_KEY, Stack, assert_problem, notification_body, order_body
+import pytest
+
+from tests.api.conftest import (
+    CLIENT_ID,
+    SECRET_KEY,
+    Stack,
+    assert_problem,
+    notification_body,
+    order_body,
+    start_stack,
+)
 
 ITEMS = [("Lurik", 70_000, 1, "lurik")]
 
@@ -153,3 +164,31 @@ async def test_status_check_leaves_a_pending_order_pending_and_closes_a_declined
     assert set((await stack.assert_books_balance()).values()) == {0}
     r = await stack.client.post("/v1/orders/INV-DECL-1/refunds", json={"amount": 1_000, "reason": "x"})
     assert_problem(r, 409, "order_not_captured")
+
+
+@pytest.fixture
+async def impatient_stack(database_url: str) -> AsyncIterator[Stack]:
+    """The stack with a service that gives up on a DOKU answer after 0.3 s."""
+    async for s in start_stack(database_url, doku_timeout_s=0.3):
+        yield s
+
+
+async def test_an_answer_lost_after_doku_acted_is_recovered_by_the_retry_never_doubled(impatient_stack: Stack) -> None:
+    stack = impatient_stack
+    await stack.create_seller("lurik")
+    stack.sandbox.faults.timeout_hang_s = 5.0
+    stack.sandbox.faults.timeout_next = 1  # DOKU creates the payment request, then its answer is lost
+    r = await stack.client.post("/v1/orders", json=order_body("INV-LOST-1", ITEMS))
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "pending"  # the retry met DOKU's 409 with the first answer: already done
+    assert [o.request_id for o in stack.sandbox.orders()] == [r.json()["doku_request_id"]]
+
+    await stack.sandbox.approve("INV-LOST-1", client_id=CLIENT_ID)
+    await stack.sandbox.drain()
+    await stack.wait_for_status("INV-LOST-1", "captured")
+    stack.sandbox.faults.timeout_next = 1  # DOKU refunds, then its answer is lost
+    r = await stack.client.post("/v1/orders/INV-LOST-1/refunds", json={"amount": 30_000, "reason": "lost answer"})
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "succeeded"
+    assert [x.amount for x in stack.sandbox.order("INV-LOST-1", client_id=CLIENT_ID).refunds] == [30_000]
+    assert (await stack.assert_books_balance())["doku:clearing"] == 70_000 - 30_000

@@ -106,6 +106,9 @@ async def test_reordered_deliveries_newest_first_end_in_the_right_state(stack: S
     await stack.sandbox.drain()
     await stack.wait_for_status("INV-ORD-B", "captured")
     await stack.wait_for_status("INV-ORD-A", "expired")
+    inbox = await stack.inbox()
+    assert [(n["invoice_number"], n["transaction_status"]) for n in inbox] == [
+        ("INV-ORD-B", "SUCCESS"), ("INV-ORD-A", "EXPIRED")]
     books = await stack.assert_books_balance()
     assert books["doku:clearing"] == AMOUNT
 
