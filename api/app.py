@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 from litestar import Litestar, Request, Router
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
@@ -43,6 +43,11 @@ class Services:
     ledger: LedgerStore
     verifier: ApiKeyVerifier
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+# What handlers declare to receive the shared services and the caller's platform.
+ServicesDep = NamedDependency[Services]
+PlatformId = NamedDependency[str]
 
 
 def get_services(state: State) -> Services:

@@ -7,8 +7,9 @@ from datetime import datetime
 
 import msgspec
 from litestar import Controller, get
+from litestar.params import FromPath, FromQuery
 
-from api.app import Services
+from api.app import PlatformId, ServicesDep
 from ledger.model import Account, JournalEntry, Statement, TrialBalance
 
 
@@ -24,31 +25,45 @@ class LedgerController(Controller):
 
     @get("/accounts", summary="List ledger accounts (keyset by code)")
     async def list_accounts(
-        self, services: Services, platform_id: str, prefix: str | None = None, after: str | None = None, limit: int = 100
+        self,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        prefix: FromQuery[str | None] = None,
+        after: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 100,
     ) -> list[Account]:
         return await services.ledger.list_accounts(platform_id, prefix=prefix, after=after, limit=min(limit, 500))
 
     @get("/accounts/{code:str}", summary="One account with its current balance")
-    async def get_account(self, services: Services, platform_id: str, code: str) -> Account:
+    async def get_account(self, services: ServicesDep, platform_id: PlatformId, code: FromPath[str]) -> Account:
         return await services.ledger.get_account(platform_id, code)
 
     @get("/accounts/{code:str}/balance", summary="Balance now or as recorded at an instant")
     async def balance(
-        self, services: Services, platform_id: str, code: str, as_of: datetime | None = None
+        self,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        code: FromPath[str],
+        as_of: FromQuery[datetime | None] = None,
     ) -> AccountBalance:
         value = await services.ledger.balance(platform_id, code, as_of=as_of)
         return AccountBalance(account=code, balance=value, as_of=as_of)
 
     @get("/accounts/{code:str}/statement", summary="Postings with running balance (keyset by version)")
     async def statement(
-        self, services: Services, platform_id: str, code: str, after: int | None = None, limit: int = 100
+        self,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        code: FromPath[str],
+        after: FromQuery[int | None] = None,
+        limit: FromQuery[int] = 100,
     ) -> Statement:
         return await services.ledger.statement(platform_id, code, after_version=after, limit=min(limit, 1000))
 
     @get("/entries/{entry_id:int}", summary="A journal entry with its postings")
-    async def entry(self, services: Services, platform_id: str, entry_id: int) -> JournalEntry:
+    async def entry(self, services: ServicesDep, platform_id: PlatformId, entry_id: FromPath[int]) -> JournalEntry:
         return await services.ledger.get_entry(platform_id, entry_id)
 
     @get("/trial-balance", summary="Every account's balance; totals are zero when the books balance")
-    async def trial_balance(self, services: Services, platform_id: str) -> TrialBalance:
+    async def trial_balance(self, services: ServicesDep, platform_id: PlatformId) -> TrialBalance:
         return await services.ledger.trial_balance(platform_id)

@@ -11,9 +11,10 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from api import payments
-from api.app import Services
+from api.app import PlatformId, ServicesDep
 from api.gateways import GatewayOut, configure_gateway, get_gateway
 from api.idempotency import idempotent
 from api.problems import ApiError
@@ -47,13 +48,15 @@ class PlatformController(Controller):
     tags = ["platform"]
 
     @put("/gateway", summary="Set the platform's DOKU credentials, fee and commission defaults")
-    async def put_gateway(self, services: Services, platform_id: str, data: GatewayIn) -> GatewayOut:
+    async def put_gateway(
+        self, services: ServicesDep, platform_id: PlatformId, data: JSONBody[GatewayIn]
+    ) -> GatewayOut:
         async with services.pool.acquire() as conn:
             gateway = await configure_gateway(conn, platform_id, **msgspec.structs.asdict(data))
         return GatewayOut.of(gateway)
 
     @get("/gateway", summary="The platform's DOKU settings (the secret is never shown)")
-    async def get_gateway(self, services: Services, platform_id: str) -> GatewayOut:
+    async def get_gateway(self, services: ServicesDep, platform_id: PlatformId) -> GatewayOut:
         return GatewayOut.of(await get_gateway(services.pool, platform_id))
 
 
@@ -62,20 +65,29 @@ class SellerController(Controller):
     tags = ["sellers"]
 
     @post("/", summary="Create a seller (opens its pending, available and debt accounts)", status_code=201)
-    async def create(self, request: Request, services: Services, platform_id: str, data: SellerIn) -> Response:
+    async def create(
+        self, request: Request, services: ServicesDep, platform_id: PlatformId, data: JSONBody[SellerIn]
+    ) -> Response:
         async def run() -> Response:
-            seller = await sellers.create_seller(services.pool, services.ledger, platform_id,
-                                                 **msgspec.structs.asdict(data))
+            seller = await sellers.create_seller(
+                services.pool, services.ledger, platform_id, **msgspec.structs.asdict(data)
+            )
             return json_response(seller, 201)
 
         return await idempotent(request, services.pool, platform_id, run)
 
     @get("/", summary="List sellers (keyset by seller id)")
-    async def list_(self, services: Services, platform_id: str, after: str | None = None, limit: int = 100) -> list[Seller]:
+    async def list_(
+        self,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        after: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 100,
+    ) -> list[Seller]:
         return await sellers.list_sellers(services.pool, platform_id, after=after, limit=min(limit, 500))
 
     @get("/{seller_id:str}", summary="One seller")
-    async def get_one(self, services: Services, platform_id: str, seller_id: str) -> Seller:
+    async def get_one(self, services: ServicesDep, platform_id: PlatformId, seller_id: FromPath[str]) -> Seller:
         return await sellers.get_seller(services.pool, platform_id, seller_id)
 
 
@@ -83,9 +95,14 @@ class OrderController(Controller):
     path = "/orders"
     tags = ["orders"]
 
-    @post("/", summary="Create an order: validate, freeze the split, send the signed payment request to DOKU",
-          status_code=201)
-    async def create(self, request: Request, services: Services, platform_id: str, data: OrderIn) -> Response:
+    @post(
+        "/",
+        summary="Create an order: validate, freeze the split, send the signed payment request to DOKU",
+        status_code=201,
+    )
+    async def create(
+        self, request: Request, services: ServicesDep, platform_id: PlatformId, data: JSONBody[OrderIn]
+    ) -> Response:
         async def run() -> Response:
             order = await payments.create_order(services, platform_id, data)
             return json_response(payments.order_out(order), 201)
@@ -95,40 +112,52 @@ class OrderController(Controller):
     @get("/", summary="List orders (filters, keyset pagination by creation time)")
     async def list_(
         self,
-        services: Services,
-        platform_id: str,
-        status: str | None = None,
-        seller_id: str | None = None,
-        created_from: datetime | None = None,
-        created_to: datetime | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        status: FromQuery[str | None] = None,
+        seller_id: FromQuery[str | None] = None,
+        created_from: FromQuery[datetime | None] = None,
+        created_to: FromQuery[datetime | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 50,
     ) -> OrderPage:
         limit = max(1, min(limit, 500))
-        found = await orders.list_orders(services.pool, platform_id, status=status, seller_id=seller_id,
-                                         created_from=created_from, created_to=created_to,
-                                         after=decode_cursor(cursor), limit=limit + 1)
+        found = await orders.list_orders(
+            services.pool,
+            platform_id,
+            status=status,
+            seller_id=seller_id,
+            created_from=created_from,
+            created_to=created_to,
+            after=decode_cursor(cursor),
+            limit=limit + 1,
+        )
         page = found[:limit]
         next_cursor = encode_cursor(page[-1].created_at, page[-1].invoice_number) if len(found) > limit else None
         return OrderPage(items=[payments.order_out(o) for o in page], next_cursor=next_cursor)
 
     @get("/{invoice_number:str}", summary="One order with its frozen allocation")
-    async def get_one(self, services: Services, platform_id: str, invoice_number: str) -> OrderOut:
+    async def get_one(self, services: ServicesDep, platform_id: PlatformId, invoice_number: FromPath[str]) -> OrderOut:
         return payments.order_out(await orders.get_order(services.pool, platform_id, invoice_number))
 
-    @post("/{invoice_number:str}/send", summary="Resend a payment request DOKU did not receive (same Request-Id)",
-          status_code=200)
-    async def send(self, request: Request, services: Services, platform_id: str, invoice_number: str) -> Response:
+    @post(
+        "/{invoice_number:str}/send",
+        summary="Resend a payment request DOKU did not receive (same Request-Id)",
+        status_code=200,
+    )
+    async def send(
+        self, request: Request, services: ServicesDep, platform_id: PlatformId, invoice_number: FromPath[str]
+    ) -> Response:
         async def run() -> Response:
             order = await payments.send_order(services, platform_id, invoice_number)
             return json_response(payments.order_out(order))
 
         return await idempotent(request, services.pool, platform_id, run)
 
-    @post("/{invoice_number:str}/status-check", summary="Ask DOKU for the order's status and apply it",
-          status_code=200)
-    async def status_check(self, request: Request, services: Services, platform_id: str,
-                           invoice_number: str) -> Response:
+    @post("/{invoice_number:str}/status-check", summary="Ask DOKU for the order's status and apply it", status_code=200)
+    async def status_check(
+        self, request: Request, services: ServicesDep, platform_id: PlatformId, invoice_number: FromPath[str]
+    ) -> Response:
         async def run() -> Response:
             order = await payments.check_order_status(services, platform_id, invoice_number)
             return json_response(payments.order_out(order))
@@ -137,7 +166,12 @@ class OrderController(Controller):
 
     @post("/{invoice_number:str}/refunds", summary="Refund all or part of a captured order", status_code=201)
     async def refund(
-        self, request: Request, services: Services, platform_id: str, invoice_number: str, data: RefundIn
+        self,
+        request: Request,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        invoice_number: FromPath[str],
+        data: JSONBody[RefundIn],
     ) -> Response:
         async def run() -> Response:
             refund = await payments.create_refund(services, platform_id, invoice_number, data)
@@ -146,7 +180,9 @@ class OrderController(Controller):
         return await idempotent(request, services.pool, platform_id, run)
 
     @get("/{invoice_number:str}/refunds", summary="The order's refunds")
-    async def refunds_of(self, services: Services, platform_id: str, invoice_number: str) -> list[RefundOut]:
+    async def refunds_of(
+        self, services: ServicesDep, platform_id: PlatformId, invoice_number: FromPath[str]
+    ) -> list[RefundOut]:
         await orders.get_order(services.pool, platform_id, invoice_number)
         return [payments.refund_out(r) for r in await refunds.list_refunds(services.pool, platform_id, invoice_number)]
 
@@ -156,11 +192,13 @@ class RefundController(Controller):
     tags = ["refunds"]
 
     @get("/{refund_id:str}", summary="One refund")
-    async def get_one(self, services: Services, platform_id: str, refund_id: str) -> RefundOut:
+    async def get_one(self, services: ServicesDep, platform_id: PlatformId, refund_id: FromPath[str]) -> RefundOut:
         return payments.refund_out(await refunds.get_refund(services.pool, platform_id, refund_id))
 
     @post("/{refund_id:str}/retry", summary="Ask DOKU again about a refund left requested", status_code=200)
-    async def retry(self, request: Request, services: Services, platform_id: str, refund_id: str) -> Response:
+    async def retry(
+        self, request: Request, services: ServicesDep, platform_id: PlatformId, refund_id: FromPath[str]
+    ) -> Response:
         async def run() -> Response:
             return json_response(payments.refund_out(await payments.send_refund(services, platform_id, refund_id)))
 

@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath, FromQuery, JSONBody
 
-from api.app import Services
+from api.app import PlatformId, ServicesDep
 from api.idempotency import idempotent
 from api.problems import ApiError
 from api.routes.marketplace import decode_cursor, encode_cursor, json_response
@@ -39,8 +40,11 @@ class ExceptionOut(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _csv(text: str, filename: str) -> Response:
-    return Response(text.encode(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        text.encode(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 class SellerMoneyController(Controller):
@@ -49,7 +53,11 @@ class SellerMoneyController(Controller):
 
     @get("/balances", summary="Pending, available and debt now or as recorded at an instant")
     async def seller_balances(
-        self, services: Services, platform_id: str, seller_id: str, as_of: datetime | None = None
+        self,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        seller_id: FromPath[str],
+        as_of: FromQuery[datetime | None] = None,
     ) -> SellerBalances:
         await sellers.get_seller(services.pool, platform_id, seller_id)
         return await balances.seller_balances(services.ledger, platform_id, seller_id, as_of=as_of)
@@ -57,31 +65,46 @@ class SellerMoneyController(Controller):
     @get("/statement", summary="Statement lines with running balance (JSON, or CSV with format=csv)")
     async def statement(
         self,
-        services: Services,
-        platform_id: str,
-        seller_id: str,
-        account: Literal["all", "pending", "available", "debt"] = "all",
-        after: int | None = None,
-        limit: int = 100,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        format: Literal["json", "csv"] = "json",
+        services: ServicesDep,
+        platform_id: PlatformId,
+        seller_id: FromPath[str],
+        account: FromQuery[Literal["all", "pending", "available", "debt"]] = "all",
+        after: FromQuery[int | None] = None,
+        limit: FromQuery[int] = 100,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        format: FromQuery[Literal["json", "csv"]] = "json",
     ) -> Any:
         await sellers.get_seller(services.pool, platform_id, seller_id)
         if format == "csv":
             lines: list[Any] = []
             cursor = after
             while True:
-                page = await balances.seller_statement(services.ledger, platform_id, seller_id, account=account,
-                                                       after=cursor, limit=1000, since=since, until=until)
+                page = await balances.seller_statement(
+                    services.ledger,
+                    platform_id,
+                    seller_id,
+                    account=account,
+                    after=cursor,
+                    limit=1000,
+                    since=since,
+                    until=until,
+                )
                 lines.extend(page.lines)
                 if page.next_cursor is None:
                     break
                 cursor = page.next_cursor
             return _csv(balances.statement_csv(lines), f"statement-{seller_id}.csv")
         page: SellerStatement = await balances.seller_statement(
-            services.ledger, platform_id, seller_id, account=account, after=after, limit=max(1, min(limit, 1000)),
-            since=since, until=until)
+            services.ledger,
+            platform_id,
+            seller_id,
+            account=account,
+            after=after,
+            limit=max(1, min(limit, 1000)),
+            since=since,
+            until=until,
+        )
         return page
 
 
@@ -90,46 +113,76 @@ class PayoutController(Controller):
     tags = ["payouts"]
 
     @post("/", summary="Pay a seller out (at most available minus debt)", status_code=201)
-    async def create(self, request: Request, services: Services, platform_id: str, data: PayoutIn) -> Response:
+    async def create(
+        self, request: Request, services: ServicesDep, platform_id: PlatformId, data: JSONBody[PayoutIn]
+    ) -> Response:
         async def run() -> Response:
             payout = await payouts.create_payout(
-                services.pool, services.ledger, platform_id, payout_id=f"po-{secrets.token_hex(10)}",
-                seller_id=data.seller_id, amount=data.amount, reference=data.reference,
-                mark_paid=data.status == "paid")
+                services.pool,
+                services.ledger,
+                platform_id,
+                payout_id=f"po-{secrets.token_hex(10)}",
+                seller_id=data.seller_id,
+                amount=data.amount,
+                reference=data.reference,
+                mark_paid=data.status == "paid",
+            )
             return json_response(payout, 201)
 
         return await idempotent(request, services.pool, platform_id, run)
 
     @get("/", summary="List payouts (keyset by creation time)")
-    async def list_(self, services: Services, platform_id: str, seller_id: str | None = None,
-                    status: str | None = None, cursor: str | None = None, limit: int = 50) -> PayoutPage:
+    async def list_(
+        self,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        seller_id: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 50,
+    ) -> PayoutPage:
         limit = max(1, min(limit, 500))
-        found = await payouts.list_payouts(services.pool, platform_id, seller_id=seller_id, status=status,
-                                           after=decode_cursor(cursor), limit=limit + 1)
+        found = await payouts.list_payouts(
+            services.pool, platform_id, seller_id=seller_id, status=status, after=decode_cursor(cursor), limit=limit + 1
+        )
         page = found[:limit]
         next_cursor = encode_cursor(page[-1].created_at, page[-1].payout_id) if len(found) > limit else None
         return PayoutPage(items=page, next_cursor=next_cursor)
 
     @get("/{payout_id:str}", summary="One payout")
-    async def get_one(self, services: Services, platform_id: str, payout_id: str) -> Payout:
+    async def get_one(self, services: ServicesDep, platform_id: PlatformId, payout_id: FromPath[str]) -> Payout:
         return await payouts.get_payout(services.pool, platform_id, payout_id)
 
     @post("/{payout_id:str}/confirm", summary="The bank confirmed the transfer: book it as paid", status_code=200)
-    async def confirm(self, request: Request, services: Services, platform_id: str, payout_id: str,
-                      data: PayoutConfirmIn | None = None) -> Response:
+    async def confirm(
+        self,
+        request: Request,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        payout_id: FromPath[str],
+        data: JSONBody[PayoutConfirmIn | None] = None,
+    ) -> Response:
         async def run() -> Response:
-            payout = await payouts.confirm_payout(services.pool, services.ledger, platform_id, payout_id,
-                                                  reference=data.reference if data else None)
+            payout = await payouts.confirm_payout(
+                services.pool, services.ledger, platform_id, payout_id, reference=data.reference if data else None
+            )
             return json_response(payout)
 
         return await idempotent(request, services.pool, platform_id, run)
 
     @post("/{payout_id:str}/fail", summary="The transfer failed: the money returns to available", status_code=200)
-    async def fail(self, request: Request, services: Services, platform_id: str, payout_id: str,
-                   data: PayoutFailIn) -> Response:
+    async def fail(
+        self,
+        request: Request,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        payout_id: FromPath[str],
+        data: JSONBody[PayoutFailIn],
+    ) -> Response:
         async def run() -> Response:
-            payout = await payouts.fail_payout(services.pool, services.ledger, platform_id, payout_id,
-                                               reason=data.reason)
+            payout = await payouts.fail_payout(
+                services.pool, services.ledger, platform_id, payout_id, reason=data.reason
+            )
             return json_response(payout)
 
         return await idempotent(request, services.pool, platform_id, run)
@@ -139,9 +192,10 @@ class SettlementController(Controller):
     path = "/settlements"
     tags = ["settlement"]
 
-    @post("/", summary="Import a DOKU settlement report: text/csv body, or JSON {csv | lines, mapping}",
-          status_code=200)
-    async def import_report(self, request: Request, services: Services, platform_id: str) -> Response:
+    @post(
+        "/", summary="Import a DOKU settlement report: text/csv body, or JSON {csv | lines, mapping}", status_code=200
+    )
+    async def import_report(self, request: Request, services: ServicesDep, platform_id: PlatformId) -> Response:
         async def run() -> Response:
             body = await request.body()
             content_type = request.headers.get("content-type", "")
@@ -170,8 +224,14 @@ class SettlementController(Controller):
                 else:
                     content, fmt = msgspec.json.encode(data.lines), "json"
             summary = await settlement.import_settlement_report(
-                services.pool, services.ledger, platform_id, source_name=source, content=content,
-                mapping=mapping, fmt=fmt)
+                services.pool,
+                services.ledger,
+                platform_id,
+                source_name=source,
+                content=content,
+                mapping=mapping,
+                fmt=fmt,
+            )
             out = msgspec.to_builtins(summary)
             out["exception_count"] = sum(summary.exceptions.values())
             return json_response(out)
@@ -179,19 +239,29 @@ class SettlementController(Controller):
         return await idempotent(request, services.pool, platform_id, run)
 
     @get("/{report_id:str}", summary="An imported report with its lines")
-    async def get_report(self, services: Services, platform_id: str, report_id: str) -> Any:
+    async def get_report(self, services: ServicesDep, platform_id: PlatformId, report_id: FromPath[str]) -> Any:
         report = await services.pool.fetchrow(
             "SELECT report_id, source_name, line_count, summary, imported_at FROM settlement_reports "
-            "WHERE platform_id = $1 AND report_id = $2", platform_id, report_id)
+            "WHERE platform_id = $1 AND report_id = $2",
+            platform_id,
+            report_id,
+        )
         if report is None:
             raise ApiError("not_found", f"no settlement report {report_id!r}")
         lines = await services.pool.fetch(
             "SELECT line_no, invoice_number, gross, fee, net, settled_on, status, entry_id, detail "
-            "FROM settlement_lines WHERE platform_id = $1 AND report_id = $2 ORDER BY line_no", platform_id, report_id)
+            "FROM settlement_lines WHERE platform_id = $1 AND report_id = $2 ORDER BY line_no",
+            platform_id,
+            report_id,
+        )
         return {
-            "report_id": report["report_id"], "source_name": report["source_name"],
-            "line_count": report["line_count"], "imported_at": report["imported_at"],
-            "summary": msgspec.json.decode(report["summary"]) if isinstance(report["summary"], str) else report["summary"],
+            "report_id": report["report_id"],
+            "source_name": report["source_name"],
+            "line_count": report["line_count"],
+            "imported_at": report["imported_at"],
+            "summary": msgspec.json.decode(report["summary"])
+            if isinstance(report["summary"], str)
+            else report["summary"],
             "lines": [dict(r) for r in lines],
         }
 
@@ -203,34 +273,55 @@ class ReconciliationController(Controller):
     @get("/", summary="What DOKU captured, refunded, settled and still owes; what sellers are owed and were paid")
     async def reconcile(
         self,
-        services: Services,
-        platform_id: str,
-        period_start: date | None = None,
-        period_end: date | None = None,
-        format: Literal["json", "csv"] = "json",
+        services: ServicesDep,
+        platform_id: PlatformId,
+        period_start: FromQuery[date | None] = None,
+        period_end: FromQuery[date | None] = None,
+        format: FromQuery[Literal["json", "csv"]] = "json",
     ) -> Any:
         """Period days are WIB calendar days, inclusive (default: yesterday and today); positions
         (owed by DOKU, balances, open exceptions) are as of now."""
         end = period_end or datetime.now(WIB).date()
         start = period_start or end - timedelta(days=1)
         rec: Reconciliation = await reconciliation.reconcile(
-            services.pool, services.ledger, platform_id, period_start=start, period_end=end,
-            settlement_days=services.settings.settlement_days)
+            services.pool,
+            services.ledger,
+            platform_id,
+            period_start=start,
+            period_end=end,
+            settlement_days=services.settings.settlement_days,
+        )
         if format == "csv":
             return _csv(reconciliation.reconciliation_csv(rec), f"reconciliation-{rec.period_start}.csv")
         return rec
 
     @get("/exceptions", summary="Reconciliation exceptions (unknown invoices, mismatched amounts, duplicates …)")
-    async def exceptions(self, services: Services, platform_id: str, open_only: bool = True,
-                         limit: int = 100) -> list[ExceptionOut]:
+    async def exceptions(
+        self,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        open_only: FromQuery[bool] = True,
+        limit: FromQuery[int] = 100,
+    ) -> list[ExceptionOut]:
         rows = await services.pool.fetch(
             """
             SELECT * FROM reconciliation_exceptions
              WHERE platform_id = $1 AND (NOT $2 OR resolved_at IS NULL)
              ORDER BY created_at DESC LIMIT $3
-            """, platform_id, open_only, max(1, min(limit, 1000)))
-        return [ExceptionOut(**{f: (msgspec.json.decode(r[f]) if f == "detail" and isinstance(r[f], str) else r[f])
-                                for f in ExceptionOut.__struct_fields__}) for r in rows]
+            """,
+            platform_id,
+            open_only,
+            max(1, min(limit, 1000)),
+        )
+        return [
+            ExceptionOut(
+                **{
+                    f: (msgspec.json.decode(r[f]) if f == "detail" and isinstance(r[f], str) else r[f])
+                    for f in ExceptionOut.__struct_fields__
+                }
+            )
+            for r in rows
+        ]
 
 
 def money_handlers() -> list[Any]:
