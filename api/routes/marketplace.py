@@ -6,6 +6,7 @@ platform of the API key; domain errors become problem+json in ``api.problems``.
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Any
 
@@ -30,16 +31,20 @@ def json_response(value: Any, status: int = 200) -> Response:
 
 
 def encode_cursor(created_at: datetime, key: str) -> str:
-    return f"{created_at.isoformat()}|{key}"
+    """An opaque, URL-safe cursor: a timestamp's ``+00:00`` pasted into a query string reads as a space."""
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{key}".encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
     if not cursor:
         return None
-    stamp, sep, key = cursor.partition("|")
     try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, sep, key = text.partition("|")
+        if not sep:
+            raise ValueError("no key")
         return datetime.fromisoformat(stamp), key
-    except ValueError as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # binascii.Error is a ValueError
         raise ApiError("invalid_request", "bad cursor") from exc
 
 

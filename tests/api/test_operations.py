@@ -103,8 +103,9 @@ async def test_keyset_pagination_visits_every_order_once(stack: Stack) -> None:
         seen: list[str] = []
         cursor, pages = None, 0
         while True:
-            params = {"limit": str(limit), **filters, **({"cursor": cursor} if cursor else {})}
-            r = await stack.client.get("/v1/orders", params=params)
+            # Pasted into the URL as it came, the way many clients do: the cursor must be URL-safe.
+            query = "&".join(f"{k}={v}" for k, v in {"limit": limit, **filters}.items())
+            r = await stack.client.get(f"/v1/orders?{query}" + (f"&cursor={cursor}" if cursor else ""))
             assert r.status_code == 200, r.text
             page = r.json()
             assert len(page["items"]) <= limit
@@ -120,6 +121,24 @@ async def test_keyset_pagination_visits_every_order_once(stack: Stack) -> None:
     assert await walk(2, seller_id="kasongan") == (invoices[0::2], 2)
     assert await walk(2, status="pending") == ([i for i in invoices if i != "INV-PAGE-03"], 3)
     assert await walk(5, status="captured") == (["INV-PAGE-03"], 1)
+
+
+async def test_keyset_pagination_visits_every_payout_once(stack: Stack) -> None:
+    await stack.create_seller("kasongan")
+    await stack.capture("INV-PO-1", ITEMS)
+    await stack.import_settlement(await stack.settlement_csv("INV-PO-1"))
+    made = []
+    for amount in (1_000, 2_000, 3_000, 4_000, 5_000):
+        r = await stack.client.post("/v1/payouts", json={"seller_id": "kasongan", "amount": amount})
+        made.append(r.json()["payout_id"])
+    seen, cursor = [], None
+    while True:
+        r = await stack.client.get("/v1/payouts", params={"limit": 2, **({"cursor": cursor} if cursor else {})})
+        seen += [p["payout_id"] for p in r.json()["items"]]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == made
 
 
 async def test_seller_statement_json_and_csv_agree_and_run_to_payable(stack: Stack) -> None:
