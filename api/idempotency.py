@@ -1,6 +1,6 @@
 """HTTP idempotency for every POST: ``Idempotency-Key`` replays the first answer.
 
-Rules: same key + same method, path and body → the stored answer, byte for byte; same key with a
+Rules: same key + same method, path, query and body → the stored answer, byte for byte; same key with a
 different request → 409 ``idempotency_conflict``; a key whose first request is still running →
 409 ``idempotency_in_progress``. Answers with 5xx are not stored (the key is released), so a retry
 after an outage runs the request again. Keys are per platform.
@@ -31,7 +31,9 @@ async def idempotent(
         return await run()
     if not key or len(key) > MAX_KEY_LENGTH:
         raise ApiError("invalid_request", f"Idempotency-Key must be 1..{MAX_KEY_LENGTH} characters")
-    fingerprint = request_fingerprint(request.method, request.url.path, await request.body())
+    # The query string is part of the request (e.g. a settlement report's column mapping).
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    fingerprint = request_fingerprint(request.method, target, await request.body())
     inserted = await pool.fetchval(
         """
         INSERT INTO idempotency_keys (platform_id, key, request_hash) VALUES ($1, $2, $3)

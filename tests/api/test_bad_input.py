@@ -315,6 +315,13 @@ async def test_the_same_key_with_another_body_is_a_conflict_and_changes_nothing(
     assert "INV-C-2" not in {o.invoice_number for o in stack.sandbox.orders()}
     assert before != await stack.trial_balance()  # (the first requests did post)
 
+    report = (await stack.settlement_csv("INV-BASE-1")).encode()
+    headers = {"Idempotency-Key": "k-conflict-query", "Content-Type": "text/csv"}
+    r = await stack.client.post("/v1/settlements", content=report, headers=headers)
+    assert r.status_code == 200, r.text
+    r = await stack.client.post("/v1/settlements", params={"mapping": "settled_on="}, content=report, headers=headers)
+    assert_problem(r, 409, "idempotency_conflict")  # the query string is part of the request
+
     other = await stack.new_platform("Toko Lain")
     r = await other.client.post("/v1/sellers", json={"seller_id": "x", "name": "X"},
                                 headers={"Idempotency-Key": "k-conflict-0"})
