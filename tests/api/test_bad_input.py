@@ -47,6 +47,14 @@ async def test_refund_beyond_captured_and_payout_beyond_available_change_nothing
     r = await stack.client.post("/v1/orders/INV-BASE-1/refunds", json={"amount": 1_000, "reason": "manual",
                                                                       "mode": "manual"})
     assert_problem(r, 422, "invalid_request")  # a manual refund needs the transfer's reference
+    r = await stack.client.post("/v1/orders/INV-BASE-1/refunds", json={"amount": 0, "reason": "zero"})
+    assert_problem(r, 422, "invalid_request")
+    r = await stack.client.post("/v1/orders/INV-BASE-1/refunds",
+                                json={"amount": 1_000, "reason": "sum", "parties": {"songket": 999}})
+    assert_problem(r, 422, "explicit_amounts_do_not_sum")
+    r = await stack.client.post("/v1/orders/INV-BASE-1/refunds",
+                                json={"amount": 20_000, "reason": "all", "parties": {"sambal": 20_000}})
+    assert_problem(r, 422, "reversal_exceeds_allocation")  # sambal has under 20 000 of its 38 000 left to give
     assert await stack.trial_balance() == mid
     assert len(stack.sandbox.order("INV-BASE-1", client_id=CLIENT_ID).refunds) == 1  # DOKU was asked once
     assert before != mid
@@ -60,6 +68,15 @@ async def test_refund_beyond_captured_and_payout_beyond_available_change_nothing
     r = await stack.client.post("/v1/payouts", json={"seller_id": "songket", "amount": 0})
     assert_problem(r, 422, "invalid_request")
     assert await stack.trial_balance() == mid
+
+    r = await stack.client.post("/v1/payouts", json={"seller_id": "songket", "amount": 1_000, "status": "paid"})
+    assert r.status_code == 201
+    paid = await stack.trial_balance()
+    r = await stack.client.post(f"/v1/payouts/{r.json()['payout_id']}/fail", json={"reason": "too late"})
+    assert_problem(r, 409, "payout_not_pending")
+    r = await stack.client.post("/v1/payouts/po-nope/confirm", json={})
+    assert_problem(r, 404, "payout_not_found")
+    assert await stack.trial_balance() == paid
 
 
 async def test_racing_refunds_and_payouts_never_together_exceed_the_limit(stack: Stack) -> None:
@@ -107,6 +124,8 @@ async def test_bad_orders_are_refused_with_their_code_and_change_nothing(stack: 
          422, "split_invalid"),
         (order_body("INV-BAD-12", [("Kain", 50_000, 1, "songket")], split={
             "type": "explicit", "shares": [{"party": "songket", "bps": 5_000, "fixed": 1}]}), 422, "split_invalid"),
+        (order_body("INV-BAD-13", [("Kain", 50_000, 1, "songket")], split={
+            "type": "explicit", "shares": [{"party": "ghost", "bps": 5_000}]}), 422, "unknown_seller"),
         (order_body("INV-BASE-1", ITEMS), 409, "order_exists"),
     ]
     for payload, status, code in cases:
