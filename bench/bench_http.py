@@ -7,8 +7,10 @@ a fixed time each:
   * ``GET /health``                              (no auth, one ``SELECT 1``)
   * ``GET /v1/sellers/{id}/balances``            (API-key auth + a balance read)
 
-The load generator shares the machine's cores with the server and PostgreSQL, so absolute numbers
-are lower than on a dedicated client; the comparison between servers is what this is for.
+The load comes from ``wrk`` when it is installed (Debian package ``wrk``; one thread), else from a
+Python httpx generator, which is much heavier. Either shares the machine's cores with the server and
+PostgreSQL, so absolute numbers are lower than with a dedicated client; the comparison between
+servers is what this is for.
 
 Run:  python bench/bench_http.py [--seconds 8] [--concurrency 32] [--workers 2]
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -61,6 +64,18 @@ async def load(url: str, headers: dict[str, str], seconds: float, concurrency: i
     return len(latencies), latencies, errors
 
 
+def wrk_load(url: str, headers: dict[str, str], seconds: float, concurrency: int) -> str:
+    args = ["wrk", "-t1", f"-c{concurrency}", f"-d{int(seconds)}s", "--latency"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rate = next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec"))
+    lat = {parts[0]: parts[1] for parts in (line.split() for line in out.splitlines()) if len(parts) == 2
+           and parts[0] in ("50%", "99%")}
+    errors = next((line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line), "none")
+    return f"{float(rate):8.0f} req/s  p50 {lat.get('50%', '?'):>8}  p99 {lat.get('99%', '?'):>8}  errors: {errors}"
+
+
 async def run_server(server: str, workers: int, url: str, seconds: float, concurrency: int) -> list[str]:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": url, "SPLITLEDGER_STATUS_CHECK_ENABLED": "false",
@@ -93,6 +108,10 @@ async def run_server(server: str, workers: int, url: str, seconds: float, concur
         for label, path, headers in (("GET /health", "/health", {}),
                                      ("GET /v1/sellers/s1/balances", "/v1/sellers/s1/balances", auth)):
             await load(base + path, headers, 1.0, concurrency)  # warm-up
+            if shutil.which("wrk"):
+                result = await asyncio.to_thread(wrk_load, base + path, headers, seconds, concurrency)
+                lines.append(f"{server:8} workers={workers} {label:30} {result}   (wrk)")
+                continue
             count, latencies, errors = await load(base + path, headers, seconds, concurrency)
             q = statistics.quantiles(latencies, n=100)
             lines.append(f"{server:8} workers={workers} {label:30} {count / seconds:8.0f} req/s  "
