@@ -6,7 +6,7 @@ captures contend for the same three account rows. This prints captures/second fo
   * one transaction per capture (each takes the hot rows' locks in turn), and
   * the CaptureBatcher (concurrent captures share one transaction and one balance update).
 
-Run:  python bench/bench_capture.py [--orders 4000] [--concurrency 200]
+Run:  python bench/bench_capture.py [--orders 4000] [--concurrency 200] [--max-batch 500]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ async def run_concurrently(invoices: list[str], concurrency: int, capture_one) -
     return time.perf_counter() - started
 
 
-async def main(n: int, concurrency: int) -> None:
+async def main(n: int, concurrency: int, max_batch: int) -> None:
     async with fresh_database() as url:
         pool = await create_pool(url, min_size=4, max_size=20)
         store = LedgerStore(pool)
@@ -92,7 +92,7 @@ async def main(n: int, concurrency: int) -> None:
         platform_b, invoices_b = await seed(pool, store, n, "batched")
         for inv in invoices_b:
             amounts[inv] = (await orders.get_order(pool, platform_b, inv)).amount
-        batcher = CaptureBatcher(store)
+        batcher = CaptureBatcher(store, max_batch=max_batch)
         await batcher.start()
 
         async def batched(inv: str) -> None:
@@ -130,5 +130,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--orders", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--max-batch", type=int, default=500)
     args = parser.parse_args()
-    asyncio.run(main(args.orders, args.concurrency))
+    asyncio.run(main(args.orders, args.concurrency, args.max_batch))
