@@ -1,9 +1,11 @@
 """HTTP idempotency for every POST: ``Idempotency-Key`` replays the first answer.
 
-Rules: same key + same method, path, query and body → the stored answer, byte for byte; same key with a
-different request → 409 ``idempotency_conflict``; a key whose first request is still running →
-409 ``idempotency_in_progress``. Answers with 5xx are not stored (the key is released), so a retry
-after an outage runs the request again. Keys are per platform.
+Rules: same key + same method, path, query, body-reading headers and body → the stored answer,
+byte for byte; same key with a different request → 409 ``idempotency_conflict``; a key whose first
+request is still running → 409 ``idempotency_in_progress`` (a claim older than
+``ABANDONED_AFTER_S`` was left by a process that died, and the next request with the key runs
+it). Answers with 5xx are not stored (the key is released), so a retry after an outage runs the
+request again. Keys are per platform.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from litestar import Request, Response
 from api.problems import ApiError
 
 MAX_KEY_LENGTH = 255
+# Longer than any request can take (DOKU calls time out after 15 s and are tried 3 times).
+ABANDONED_AFTER_S = 300
 
 
 def request_fingerprint(method: str, path: str, body: bytes) -> bytes:
@@ -33,6 +37,9 @@ async def idempotent(
         raise ApiError("invalid_request", f"Idempotency-Key must be 1..{MAX_KEY_LENGTH} characters")
     # The query string is part of the request (e.g. a settlement report's column mapping).
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    # So are the headers that change how the body is read.
+    for header in ("content-type", "x-source-name"):
+        target += f"\0{header}={request.headers.get(header, '')}"
     fingerprint = request_fingerprint(request.method, target, await request.body())
     inserted = await pool.fetchval(
         """
@@ -54,14 +61,39 @@ async def idempotent(
             raise ApiError("idempotency_in_progress", "retry shortly")
         if bytes(row["request_hash"]) != fingerprint:
             raise ApiError("idempotency_conflict", "this Idempotency-Key was used for a different request")
-        if row["status"] != "done":
+        if row["status"] != "done" and not await _take_over_abandoned(pool, platform_id, key):
             raise ApiError("idempotency_in_progress", "the first request with this key is still running")
+        if row["status"] != "done":
+            return await _run_and_remember(request, pool, platform_id, key, run)
         return Response(
             bytes(row["response_body"]),
             status_code=row["response_status"],
             media_type="application/json" if row["response_status"] < 400 else "application/problem+json",
             headers={"Idempotent-Replayed": "true"},
         )
+    return await _run_and_remember(request, pool, platform_id, key, run)
+
+
+async def _take_over_abandoned(pool: asyncpg.Pool, platform_id: str, key: str) -> bool:
+    """A claim older than any request can run belongs to a process that died: take it over."""
+    return bool(
+        await pool.fetchval(
+            """
+            UPDATE idempotency_keys SET created_at = now()
+             WHERE platform_id = $1 AND key = $2 AND status = 'in_progress'
+               AND created_at < now() - make_interval(secs => $3)
+            RETURNING true
+            """,
+            platform_id,
+            key,
+            float(ABANDONED_AFTER_S),
+        )
+    )
+
+
+async def _run_and_remember(
+    request: Request, pool: asyncpg.Pool, platform_id: str, key: str, run: Callable[[], Awaitable[Response]]
+) -> Response:
     try:
         response = await run()
     except ApiError as exc:

@@ -15,7 +15,7 @@ from typing import Any
 from api.metrics import METRICS
 
 log = logging.getLogger("splitledger.access")
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
@@ -31,7 +31,7 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = incoming if incoming and _SANE_ID.match(incoming) else secrets.token_hex(8)
+        request_id = incoming if incoming and SANE_REQUEST_ID.match(incoming) else secrets.token_hex(8)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status_holder = {"status": 500}

@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 
-from api.middleware import _SANE_ID as SANE_REQUEST_ID  # the same rule as for matched routes
+from api.middleware import SANE_REQUEST_ID  # the same rule as for matched routes
 
 log = logging.getLogger("splitledger.api")
 
@@ -161,8 +161,9 @@ def handle_domain_error(request: Request, exc: Exception) -> Response:
         value = getattr(exc, attr, None)
         if value is not None and isinstance(value, (str, int)) and attr != "status":
             extra[attr] = value
-    return problem(request, code, detail if isinstance(detail, str) else None, errors=_problems_of(exc),
-                   extra=_jsonable(extra))
+    return problem(
+        request, code, detail if isinstance(detail, str) else None, errors=_problems_of(exc), extra=_jsonable(extra)
+    )
 
 
 def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:

@@ -7,10 +7,27 @@ bad input is rejected at the edge with ``invalid_request`` before any state is t
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
+from litestar import Request
 from msgspec import Meta
+
+from api.problems import ApiError
+
+T = TypeVar("T")
+
+
+async def strict(request: Request, data: T) -> T:
+    """Re-read a body strictly: Litestar converts leniently ("50000" or 50000.0 become 50000), and a
+    money API takes integers as integers — no strings, no floats."""
+    if data is None:
+        return data
+    try:
+        return msgspec.json.decode(await request.body(), type=type(data))
+    except msgspec.ValidationError as exc:
+        raise ApiError("invalid_request", str(exc)) from exc
+
 
 Rupiah = Annotated[int, Meta(ge=1, le=999_999_999_999, description="whole rupiah")]
 NonNegativeRupiah = Annotated[int, Meta(ge=0, le=999_999_999_999, description="whole rupiah")]
@@ -42,8 +59,8 @@ class GatewayIn(Struct):
 
 
 class SellerIn(Struct):
-    seller_id: Id
-    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    seller_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$", examples=["batik-sari"])]
+    name: Annotated[str, Meta(min_length=1, max_length=200, examples=["Batik Sari"])]
     commission_bps: Bps | None = None
     doku_settlement_id: str | None = None
     metadata: dict[str, Any] = {}
@@ -86,12 +103,24 @@ class ExplicitSplitIn(Struct, tag="explicit"):
 
 
 class OrderIn(Struct):
-    invoice_number: Annotated[str, Meta(min_length=1, max_length=64)]
-    amount: Rupiah
-    line_items: Annotated[list[ItemIn], Meta(min_length=1, max_length=500)]
+    invoice_number: Annotated[str, Meta(min_length=1, max_length=64, examples=["INV-20261124-0001"])]
+    amount: Annotated[int, Meta(ge=1, le=999_999_999_999, description="whole rupiah", examples=[385_000])]
+    line_items: Annotated[
+        list[ItemIn],
+        Meta(
+            min_length=1,
+            max_length=500,
+            examples=[
+                [
+                    {"name": "Batik tulis", "price": 150_000, "quantity": 2, "seller_id": "batik-sari"},
+                    {"name": "Kopi Gayo 250 g", "price": 85_000, "quantity": 1, "seller_id": "kopi-kita"},
+                ]
+            ],
+        ),
+    ]
     customer: CustomerIn
-    redirect_url: Annotated[str, Meta(min_length=1, max_length=2000)]
-    cash_tag: Annotated[str, Meta(min_length=2, max_length=64)]
+    redirect_url: Annotated[str, Meta(min_length=1, max_length=2000, examples=["https://toko.example/return"])]
+    cash_tag: Annotated[str, Meta(min_length=2, max_length=64, examples=["$astari"])]
     split: CartSplitIn | ExplicitSplitIn = CartSplitIn()
     fee_bearer: Literal["platform", "sellers"] | None = None
     basis: Literal["gross", "net"] = "gross"
@@ -142,8 +171,8 @@ class OrderPage(Struct):
 
 
 class RefundIn(Struct):
-    amount: Rupiah
-    reason: Annotated[str, Meta(min_length=1, max_length=500)]
+    amount: Annotated[int, Meta(ge=1, le=999_999_999_999, description="whole rupiah", examples=[85_000])]
+    reason: Annotated[str, Meta(min_length=1, max_length=500, examples=["item returned"])]
     mode: Literal["gateway", "manual"] = "gateway"
     reference: str | None = None  # the bank transfer reference of a manual refund
     parties: dict[str, NonNegativeRupiah] | None = None  # explicit per-party amounts
@@ -172,9 +201,9 @@ class RefundCompleteIn(Struct):
 
 
 class PayoutIn(Struct):
-    seller_id: Id
-    amount: Rupiah
-    reference: str | None = None
+    seller_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$", examples=["batik-sari"])]
+    amount: Annotated[int, Meta(ge=1, le=999_999_999_999, description="whole rupiah", examples=[222_078])]
+    reference: Annotated[str, Meta(examples=["BCA-TRX-001"])] | None = None
     status: Literal["pending", "paid"] = "pending"
 
 

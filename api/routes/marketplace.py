@@ -19,7 +19,16 @@ from api.app import PlatformId, ServicesDep
 from api.gateways import GatewayOut, configure_gateway, get_gateway
 from api.idempotency import idempotent
 from api.problems import ApiError
-from api.schemas import GatewayIn, OrderIn, OrderOut, OrderPage, RefundIn, RefundOut, SellerIn
+from api.schemas import (
+    GatewayIn,
+    OrderIn,
+    OrderOut,
+    OrderPage,
+    RefundIn,
+    RefundOut,
+    SellerIn,
+    strict,
+)
 from ledger import orders, refunds, sellers
 from ledger.sellers import Seller
 
@@ -54,8 +63,9 @@ class PlatformController(Controller):
 
     @put("/gateway", summary="Set the platform's DOKU credentials, fee and commission defaults")
     async def put_gateway(
-        self, services: ServicesDep, platform_id: PlatformId, data: JSONBody[GatewayIn]
+        self, request: Request, services: ServicesDep, platform_id: PlatformId, data: JSONBody[GatewayIn]
     ) -> GatewayOut:
+        data = await strict(request, data)
         async with services.pool.acquire() as conn:
             gateway = await configure_gateway(conn, platform_id, **msgspec.structs.asdict(data))
         return GatewayOut.of(gateway)
@@ -72,7 +82,9 @@ class SellerController(Controller):
     @post("/", summary="Create a seller (opens its pending, available and debt accounts)", status_code=201)
     async def create(
         self, request: Request, services: ServicesDep, platform_id: PlatformId, data: JSONBody[SellerIn]
-    ) -> Response:
+    ) -> Response[Seller]:
+        data = await strict(request, data)
+
         async def run() -> Response:
             seller = await sellers.create_seller(
                 services.pool, services.ledger, platform_id, **msgspec.structs.asdict(data)
@@ -107,7 +119,9 @@ class OrderController(Controller):
     )
     async def create(
         self, request: Request, services: ServicesDep, platform_id: PlatformId, data: JSONBody[OrderIn]
-    ) -> Response:
+    ) -> Response[OrderOut]:
+        data = await strict(request, data)
+
         async def run() -> Response:
             order = await payments.create_order(services, platform_id, data)
             return json_response(payments.order_out(order), 201)
@@ -152,7 +166,7 @@ class OrderController(Controller):
     )
     async def send(
         self, request: Request, services: ServicesDep, platform_id: PlatformId, invoice_number: FromPath[str]
-    ) -> Response:
+    ) -> Response[OrderOut]:
         async def run() -> Response:
             order = await payments.send_order(services, platform_id, invoice_number)
             return json_response(payments.order_out(order))
@@ -162,7 +176,7 @@ class OrderController(Controller):
     @post("/{invoice_number:str}/status-check", summary="Ask DOKU for the order's status and apply it", status_code=200)
     async def status_check(
         self, request: Request, services: ServicesDep, platform_id: PlatformId, invoice_number: FromPath[str]
-    ) -> Response:
+    ) -> Response[OrderOut]:
         async def run() -> Response:
             order = await payments.check_order_status(services, platform_id, invoice_number)
             return json_response(payments.order_out(order))
@@ -177,7 +191,9 @@ class OrderController(Controller):
         platform_id: PlatformId,
         invoice_number: FromPath[str],
         data: JSONBody[RefundIn],
-    ) -> Response:
+    ) -> Response[RefundOut]:
+        data = await strict(request, data)
+
         async def run() -> Response:
             refund = await payments.create_refund(services, platform_id, invoice_number, data)
             return json_response(payments.refund_out(refund), 201)
@@ -203,7 +219,7 @@ class RefundController(Controller):
     @post("/{refund_id:str}/retry", summary="Ask DOKU again about a refund left requested", status_code=200)
     async def retry(
         self, request: Request, services: ServicesDep, platform_id: PlatformId, refund_id: FromPath[str]
-    ) -> Response:
+    ) -> Response[RefundOut]:
         async def run() -> Response:
             return json_response(payments.refund_out(await payments.send_refund(services, platform_id, refund_id)))
 

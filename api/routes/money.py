@@ -15,11 +15,18 @@ from api.app import PlatformId, ServicesDep
 from api.idempotency import idempotent
 from api.problems import ApiError
 from api.routes.marketplace import decode_cursor, encode_cursor, json_response
-from api.schemas import PayoutConfirmIn, PayoutFailIn, PayoutIn, SettlementImportIn
+from api.schemas import (
+    PayoutConfirmIn,
+    PayoutFailIn,
+    PayoutIn,
+    SettlementImportIn,
+    strict,
+)
 from ledger import balances, payouts, reconciliation, sellers, settlement
 from ledger.balances import SellerBalances, SellerStatement
 from ledger.payouts import Payout
 from ledger.reconciliation import WIB, Reconciliation
+from ledger.settlement import ImportSummary
 
 
 class PayoutPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,7 +122,9 @@ class PayoutController(Controller):
     @post("/", summary="Pay a seller out (at most available minus debt)", status_code=201)
     async def create(
         self, request: Request, services: ServicesDep, platform_id: PlatformId, data: JSONBody[PayoutIn]
-    ) -> Response:
+    ) -> Response[Payout]:
+        data = await strict(request, data)
+
         async def run() -> Response:
             payout = await payouts.create_payout(
                 services.pool,
@@ -161,7 +170,9 @@ class PayoutController(Controller):
         platform_id: PlatformId,
         payout_id: FromPath[str],
         data: JSONBody[PayoutConfirmIn | None] = None,
-    ) -> Response:
+    ) -> Response[Payout]:
+        data = await strict(request, data)
+
         async def run() -> Response:
             payout = await payouts.confirm_payout(
                 services.pool, services.ledger, platform_id, payout_id, reference=data.reference if data else None
@@ -178,7 +189,9 @@ class PayoutController(Controller):
         platform_id: PlatformId,
         payout_id: FromPath[str],
         data: JSONBody[PayoutFailIn],
-    ) -> Response:
+    ) -> Response[Payout]:
+        data = await strict(request, data)
+
         async def run() -> Response:
             payout = await payouts.fail_payout(
                 services.pool, services.ledger, platform_id, payout_id, reason=data.reason
@@ -195,7 +208,9 @@ class SettlementController(Controller):
     @post(
         "/", summary="Import a DOKU settlement report: text/csv body, or JSON {csv | lines, mapping}", status_code=200
     )
-    async def import_report(self, request: Request, services: ServicesDep, platform_id: PlatformId) -> Response:
+    async def import_report(
+        self, request: Request, services: ServicesDep, platform_id: PlatformId
+    ) -> Response[ImportSummary]:
         async def run() -> Response:
             body = await request.body()
             content_type = request.headers.get("content-type", "")
