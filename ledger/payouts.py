@@ -15,6 +15,7 @@ Rules it enforces:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
@@ -22,6 +23,7 @@ import asyncpg
 import msgspec
 
 from ledger import bookings, chart, errors
+from ledger.model import EntryDraft
 from ledger.sellers import get_seller
 from ledger.store import LedgerStore, raise_rejection
 
@@ -146,36 +148,34 @@ async def confirm_payout(
     pool: asyncpg.Pool, store: LedgerStore, platform_id: str, payout_id: str, *, reference: str | None = None
 ) -> Payout:
     """The bank paid it: in transit → bank. A paid payout is returned unchanged."""
-
-    async def work(conn: asyncpg.Connection) -> Payout:
-        payout = await get_payout(conn, platform_id, payout_id, for_update=True)
-        if payout.status == "paid":
-            return payout
-        if payout.status != "pending":
-            raise errors.PayoutNotPending(f"payout {payout_id!r} is {payout.status}", status=payout.status)
-        posted = await store.post_one(
-            platform_id, bookings.payout_paid_entry(payout_id, payout.seller_id, payout.amount), conn=conn
-        )
-        return await _complete(conn, platform_id, payout_id, "paid", posted.entry_id, reference=reference)
-
-    return await store.run_in_transaction(work)
+    return await _finish(store, platform_id, payout_id, "paid", bookings.payout_paid_entry, reference=reference)
 
 
 async def fail_payout(
     pool: asyncpg.Pool, store: LedgerStore, platform_id: str, payout_id: str, *, reason: str
 ) -> Payout:
     """The bank refused it: the money goes back to available. A failed payout is returned unchanged."""
+    return await _finish(store, platform_id, payout_id, "failed", bookings.payout_failed_entry, reason=reason)
+
+
+async def _finish(
+    store: LedgerStore,
+    platform_id: str,
+    payout_id: str,
+    status: PayoutStatus,
+    entry_for: Callable[[str, str, int], EntryDraft],
+    **details: str | None,
+) -> Payout:
+    """Move a pending payout to ``status`` with its entry, once; the same move again is a no-op."""
 
     async def work(conn: asyncpg.Connection) -> Payout:
         payout = await get_payout(conn, platform_id, payout_id, for_update=True)
-        if payout.status == "failed":
+        if payout.status == status:
             return payout
         if payout.status != "pending":
             raise errors.PayoutNotPending(f"payout {payout_id!r} is {payout.status}", status=payout.status)
-        posted = await store.post_one(
-            platform_id, bookings.payout_failed_entry(payout_id, payout.seller_id, payout.amount), conn=conn
-        )
-        return await _complete(conn, platform_id, payout_id, "failed", posted.entry_id, reason=reason)
+        posted = await store.post_one(platform_id, entry_for(payout_id, payout.seller_id, payout.amount), conn=conn)
+        return await _complete(conn, platform_id, payout_id, status, posted.entry_id, **details)
 
     return await store.run_in_transaction(work)
 
