@@ -156,6 +156,10 @@ class GatewayClients:
             await cached[1].__aexit__(None, None, None)
         return client
 
+    def base_urls(self) -> set[str]:
+        """The DOKU base URLs of the clients built so far."""
+        return {client.config.base_url for _, client in self._clients.values()}
+
     async def aclose(self) -> None:
         for _, client in self._clients.values():
             await client.__aexit__(None, None, None)

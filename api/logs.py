@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 from datetime import UTC, datetime
 
 import msgspec
+
+# Set by the request middleware; every log line written while serving a request carries it.
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 _encode = msgspec.json.Encoder().encode
@@ -20,6 +24,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        request_id = current_request_id.get()
+        if request_id is not None:
+            body["request_id"] = request_id
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 body[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)

@@ -12,6 +12,7 @@ import secrets
 import time
 from typing import Any
 
+from api.logs import current_request_id
 from api.metrics import METRICS
 
 log = logging.getLogger("splitledger.access")
@@ -33,6 +34,7 @@ class RequestContextMiddleware:
                 break
         request_id = incoming if incoming and SANE_REQUEST_ID.match(incoming) else secrets.token_hex(8)
         scope.setdefault("state", {})["request_id"] = request_id
+        token = current_request_id.set(request_id)
         started = time.perf_counter()
         status_holder = {"status": 500}
 
@@ -47,6 +49,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            current_request_id.reset(token)
             elapsed = time.perf_counter() - started
             label = scope.get("path_template") or "unmatched"
             METRICS.observe_request(scope.get("method", "GET"), label, status_holder["status"], elapsed)

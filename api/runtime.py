@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from api.batcher import CaptureBatcher
 from api.gateways import GatewayClients
+from api.metrics import METRICS
 
 log = logging.getLogger("splitledger.runtime")
 
@@ -67,11 +72,83 @@ async def _stop_status_checker(services: Any) -> None:
             pass
 
 
+class DokuProbe:
+    """Is DOKU reachable? Checked in the background so ``/health`` answers at once.
+
+    Any HTTP answer from a DOKU base URL counts as reachable (DOKU has no public health endpoint);
+    a connection error or a timeout does not. The URLs are the configured default and every
+    platform-specific base URL a DOKU client has been built for.
+    """
+
+    def __init__(self, services: Any, interval_s: float = 30.0, timeout_s: float = 3.0) -> None:
+        self.services = services
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.last: dict[str, Any] = {"ok": False, "checked_at": None, "endpoints": []}
+        self._task: asyncio.Task[None] | None = None
+
+    def urls(self) -> list[str]:
+        found = {self.services.settings.doku_base_url}
+        gateways = self.services.extras.get("gateways")
+        if gateways is not None:
+            found |= gateways.base_urls()
+        return sorted(found)
+
+    async def check(self) -> dict[str, Any]:
+        endpoints = []
+        async with httpx.AsyncClient(timeout=self.timeout_s, trust_env=False) as client:
+            for url in self.urls():
+                started = time.perf_counter()
+                try:
+                    response = await client.get(url)
+                    endpoints.append({"url": url, "ok": True, "status": response.status_code,
+                                      "latency_ms": round((time.perf_counter() - started) * 1000, 1)})
+                except httpx.HTTPError as exc:
+                    endpoints.append({"url": url, "ok": False, "error": type(exc).__name__})
+        self.last = {"ok": all(e["ok"] for e in endpoints), "checked_at": datetime.now(UTC).isoformat(),
+                     "endpoints": endpoints}
+        METRICS.count("doku_probes", "reachable" if self.last["ok"] else "unreachable")
+        return self.last
+
+    async def __call__(self) -> dict[str, Any]:
+        return self.last
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a probe never takes the service down
+                log.exception("DOKU probe failed")
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="doku-probe")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def _start_probe(services: Any) -> None:
+    probe = DokuProbe(services, interval_s=services.settings.doku_probe_interval_s)
+    if services.settings.doku_probe_interval_s > 0:
+        probe.start()
+    services.extras["doku_probe"] = probe
+
+
+async def _stop_probe(services: Any) -> None:
+    await services.extras["doku_probe"].stop()
+
+
 def hooks() -> list[tuple[Any, Any]]:
     return [
         (_start_gateways, _stop_gateways),
         (_start_batcher, _stop_batcher),
         (_start_status_checker, _stop_status_checker),
+        (_start_probe, _stop_probe),
     ]
 
 

@@ -35,6 +35,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     doku_refund_path: str = DEFAULT_REFUND_PATH  # DOKU's Jenius refund path is unconfirmed
     doku_reject_bad_response_signature: bool = True
     doku_timeout_s: float = 10.0
+    # How often /health's view of DOKU's reachability is refreshed (0 = never probe).
+    doku_probe_interval_s: float = 30.0
     # Orders still pending this long are checked with DOKU's status API (DOKU advises >= 60 s).
     status_check_after_s: int = 300
     status_check_interval_s: int = 60

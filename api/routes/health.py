@@ -24,6 +24,8 @@ async def health(state: State) -> Response:
         report["status"] = "degraded"
     probe = services.extras.get("doku_probe")
     if probe is not None:
+        # DOKU being unreachable degrades the service (orders wait as send_failed, refunds stay
+        # requested) but does not make it unhealthy: only the database does.
         report["doku"] = await probe()
         if not report["doku"].get("ok", False):
             report["status"] = "degraded" if report["status"] == "ok" else report["status"]

@@ -248,9 +248,8 @@ async def start_stack(
         settings = load_settings(
             {},
             database_url=database_url,
-            doku_base_url=sandbox_url,
             status_check_enabled=False,
-            **{"pool_min": 1, "pool_max": 6, **overrides},
+            **{"pool_min": 1, "pool_max": 6, "doku_base_url": sandbox_url, **overrides},
         )
         app = create_app(settings)
         async with serve_app(app) as base_url:
