@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
@@ -328,15 +328,54 @@ class ReconciliationController(Controller):
             open_only,
             max(1, min(limit, 1000)),
         )
-        return [
-            ExceptionOut(
-                **{
-                    f: (msgspec.json.decode(r[f]) if f == "detail" and isinstance(r[f], str) else r[f])
-                    for f in ExceptionOut.__struct_fields__
-                }
+        return [_exception_out(r) for r in rows]
+
+    @post(
+        "/exceptions/{exception_id:int}/resolve",
+        summary="Mark an exception resolved, with what was done about it",
+        status_code=200,
+    )
+    async def resolve(
+        self,
+        request: Request,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        exception_id: FromPath[int],
+        data: JSONBody[ResolveIn],
+    ) -> Response[ExceptionOut]:
+        data = await strict(request, data)
+
+        async def run() -> Response:
+            row = await services.pool.fetchrow(
+                """
+                UPDATE reconciliation_exceptions
+                   SET resolved_at = coalesce(resolved_at, now()),
+                       detail = detail || jsonb_build_object('resolution', $3::text)
+                 WHERE platform_id = $1 AND exception_id = $2
+                RETURNING *
+                """,
+                platform_id,
+                exception_id,
+                data.resolution,
             )
-            for r in rows
-        ]
+            if row is None:
+                raise ApiError("not_found", f"no reconciliation exception {exception_id}")
+            return json_response(_exception_out(row))
+
+        return await idempotent(request, services.pool, platform_id, run)
+
+
+class ResolveIn(msgspec.Struct, frozen=True, kw_only=True):
+    resolution: Annotated[str, msgspec.Meta(min_length=1, max_length=2000, examples=["DOKU corrected the report"])]
+
+
+def _exception_out(row: Any) -> ExceptionOut:
+    return ExceptionOut(
+        **{
+            f: (msgspec.json.decode(row[f]) if f == "detail" and isinstance(row[f], str) else row[f])
+            for f in ExceptionOut.__struct_fields__
+        }
+    )
 
 
 def money_handlers() -> list[Any]:
