@@ -30,22 +30,24 @@ class SellerDebit(msgspec.Struct, frozen=True, kw_only=True):
         return self.pending + self.available + self.debt
 
 
-def split_seller_debit(amount: int, *, order_settled: bool, pending: int, available: int) -> SellerDebit:
+def split_seller_debit(
+    amount: int, *, order_settled: bool, order_share: int, pending: int, available: int
+) -> SellerDebit:
     """Take a seller's refund share from where the order's money sits, then from what is left.
 
-    Before settlement the order's share is still in pending (a reversal never exceeds the
-    allocation, so pending covers it). After settlement it comes out of available, and whatever
-    available no longer holds (already paid out) becomes debt.
+    Before settlement the order's own share (``order_share``: its allocation net less what its
+    refunds already took) is still in pending; only that much comes out of pending, because the
+    rest of pending belongs to the seller's other orders. After settlement the share comes out of
+    available. Whatever is beyond that — a refund that claws back a commission the platform keeps,
+    or money already paid out — comes out of available, and what available no longer holds
+    becomes debt.
     """
     if amount < 0:
         raise ValueError("amount must be >= 0")
-    if not order_settled:
-        from_pending = min(amount, max(pending, 0))
-        rest = amount - from_pending
-        from_available = min(rest, max(available, 0))
-        return SellerDebit(pending=from_pending, available=from_available, debt=rest - from_available)
-    from_available = min(amount, max(available, 0))
-    return SellerDebit(available=from_available, debt=amount - from_available)
+    from_pending = 0 if order_settled else min(amount, max(order_share, 0), max(pending, 0))
+    rest = amount - from_pending
+    from_available = min(rest, max(available, 0))
+    return SellerDebit(pending=from_pending, available=from_available, debt=rest - from_available)
 
 
 def split_settlement_move(amount: int, *, debt: int) -> tuple[int, int]:

@@ -240,10 +240,13 @@ async def _seller_debits(
         codes,
     )
     balance = {r["code"]: r["balance"] for r in rows}
+    net = {part.seller_id: part.net for part in order.allocation.sellers}
+    already = order.reversed.sellers if order.reversed is not None else {}
     return {
         s: bookings.split_seller_debit(
             reversal.sellers[s],
             order_settled=order.settled_at is not None,
+            order_share=net.get(s, 0) - already.get(s, 0),
             pending=balance.get(chart.seller_pending(s), 0),
             available=balance.get(chart.seller_available(s), 0),
         )

@@ -411,9 +411,13 @@ def check_line(line: ReportLine, order: Order | None, *, booked_in: str | None =
 
 
 def seller_releases(order: Order) -> dict[str, int]:
-    """Each seller's share of the order still in pending: allocation net minus refunds so far."""
+    """Each seller's share of the order still in pending: allocation net minus refunds so far.
+
+    Refunds take from the order's pending share first, so what they took beyond it (a commission
+    the platform kept, clawed back from the seller) came from elsewhere: never below zero.
+    """
     reversed_ = order.reversed.sellers if order.reversed is not None else {}
-    return {s.seller_id: s.net - reversed_.get(s.seller_id, 0) for s in order.allocation.sellers}
+    return {s.seller_id: max(0, s.net - reversed_.get(s.seller_id, 0)) for s in order.allocation.sellers}
 
 
 def settlement_draft(

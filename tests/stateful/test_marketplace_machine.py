@@ -716,13 +716,6 @@ def test_marketplace_money_matches_its_model(machine_database_url: str) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: with RefundPolicy(refund_commission=False) a refund before settlement takes the seller's kept "
-    "commission out of pending, i.e. out of the seller's other unsettled orders (bookings.split_seller_debit "
-    "assumes a reversal never exceeds the order's share), so their settlement is later refused",
-)
 def test_kept_commission_is_refunded_from_the_sellers_other_money(machine_database_url: str) -> None:
     class KeptCommissionMachine(MarketplaceMachine):
         refund_commission = (False,)
