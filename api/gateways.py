@@ -18,23 +18,8 @@ from jenius.client import JeniusClient, JeniusConfig
 from ledger import errors
 
 
-class Gateway(msgspec.Struct, frozen=True, kw_only=True):
-    platform_id: str
-    client_id: str
-    secret_key: str
-    base_url: str | None
-    refund_path: str | None
-    fee_bps: int
-    fee_fixed: int
-    fee_bearer: str
-    commission_bps: int
-    platform_settlement_id: str | None
-    send_split_instruction: bool
-    updated_at: datetime
-
-
 class GatewayOut(msgspec.Struct, frozen=True, kw_only=True):
-    """What the API shows: never the secret."""
+    """What the API shows of a platform's DOKU account: never the secret."""
 
     client_id: str
     base_url: str | None
@@ -49,10 +34,14 @@ class GatewayOut(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def of(cls, gateway: Gateway) -> GatewayOut:
-        fields = msgspec.structs.asdict(gateway)
-        fields.pop("platform_id")
-        fields.pop("secret_key")
-        return cls(**fields)
+        return cls(**{f: getattr(gateway, f) for f in cls.__struct_fields__})
+
+
+class Gateway(GatewayOut, frozen=True, kw_only=True):
+    """The stored account: what the API shows, plus whose it is and the secret that signs."""
+
+    platform_id: str
+    secret_key: str
 
 
 def _gateway(row: asyncpg.Record) -> Gateway:
@@ -120,10 +109,15 @@ async def get_gateway(conn: asyncpg.Connection | asyncpg.Pool, platform_id: str)
 
 
 async def gateway_for_client_id(conn: asyncpg.Connection | asyncpg.Pool, client_id: str) -> Gateway | None:
-    platform_id = await conn.fetchval("SELECT platform_id FROM doku_client_ids WHERE client_id = $1", client_id)
-    if platform_id is None:
-        return None
-    row = await conn.fetchrow("SELECT * FROM gateways WHERE platform_id = $1", platform_id)
+    """One lookup per notification: the routing row and the platform's gateway together."""
+    row = await conn.fetchrow(
+        """
+        SELECT g.* FROM doku_client_ids c
+          JOIN gateways g ON g.platform_id = c.platform_id
+         WHERE c.client_id = $1
+        """,
+        client_id,
+    )
     return _gateway(row) if row is not None else None
 
 
