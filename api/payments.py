@@ -91,7 +91,10 @@ def refund_out(refund: refunds.Refund) -> RefundOut:
     )
 
 
-async def _policy_for(services: Any, platform_id: str, data: OrderIn, gateway: Gateway) -> orders.OrderPolicy:
+async def _policy_for(
+    services: Any, platform_id: str, data: OrderIn, gateway: Gateway
+) -> tuple[orders.OrderPolicy, dict[str, sellers.Seller]]:
+    """The order's frozen policies, and the sellers it names (every one must exist)."""
     seller_ids = sorted({i.seller_id for i in data.line_items if i.seller_id})
     if not isinstance(data.split, CartSplitIn):
         seller_ids = sorted(set(seller_ids) | {s.party for s in data.split.shares if s.party != split.PLATFORM})
@@ -113,12 +116,13 @@ async def _policy_for(services: Any, platform_id: str, data: OrderIn, gateway: G
             shares=tuple(split.Share(party=s.party, bps=s.bps, fixed=s.fixed) for s in data.split.shares),
             remainder_to=data.split.remainder_to,
         )
-    return orders.OrderPolicy(
+    frozen = orders.OrderPolicy(
         split=policy,
         fee=split.FeePolicy(bps=gateway.fee_bps, fixed=gateway.fee_fixed, bearer=data.fee_bearer or gateway.fee_bearer),
         refund=split.RefundPolicy(refund_commission=data.refund_commission),
         basis=data.basis,
     )
+    return frozen, known
 
 
 def _payment_request(data: OrderIn, allocation: split.Allocation, gateway: Gateway, bank_ids: dict[str, str],
@@ -141,13 +145,12 @@ def _payment_request(data: OrderIn, allocation: split.Allocation, gateway: Gatew
 
 async def create_order(services: Any, platform_id: str, data: OrderIn) -> Order:
     gateway = await get_gateway(services.pool, platform_id)
-    policy = await _policy_for(services, platform_id, data, gateway)
+    policy, known = await _policy_for(services, platform_id, data, gateway)
     items = tuple(
         split.LineItem(name=i.name, price=i.price, quantity=i.quantity, seller_id=i.seller_id) for i in data.line_items
     )
     allocation = split.allocate(data.amount, items, policy.split, policy.fee, basis=policy.basis)
-    seller_rows = await sellers.sellers_by_id(services.pool, platform_id, [s.seller_id for s in allocation.sellers])
-    bank_ids = {s: r.doku_settlement_id for s, r in seller_rows.items() if r.doku_settlement_id}
+    bank_ids = {s: r.doku_settlement_id for s, r in known.items() if r.doku_settlement_id}
     wire = _payment_request(data, allocation, gateway, bank_ids, platform_id)
     problems = jmsg.payment_request_problems(wire)
     if problems:
@@ -163,35 +166,38 @@ async def create_order(services: Any, platform_id: str, data: OrderIn) -> Order:
         allocation=allocation,
         doku_request_id=f"pay-{secrets.token_hex(12)}",
     )
-    return await send_order(services, platform_id, order.invoice_number)
+    return await send_order(services, platform_id, order.invoice_number, order=order, gateway=gateway)
 
 
-async def send_order(services: Any, platform_id: str, invoice_number: str) -> Order:
+async def send_order(
+    services: Any, platform_id: str, invoice_number: str, *, order: Order | None = None, gateway: Gateway | None = None
+) -> Order:
     """Send (or resend, with the same Request-Id) an order's payment request to DOKU."""
-    order = await orders.get_order(services.pool, platform_id, invoice_number)
+    order = order or await orders.get_order(services.pool, platform_id, invoice_number)
     if order.status not in ("created", "send_failed"):
         return order
-    gateway = await get_gateway(services.pool, platform_id)
+    gateway = gateway or await get_gateway(services.pool, platform_id)
     client = await services.extras["gateways"].client(gateway)
     wire = msgspec.convert(order.request["doku_request"], jmsg.PaymentRequest)
     try:
         await client.request_payment(wire, request_id=order.doku_request_id)
     except jerrors.Rejected as exc:
         METRICS.count("payment_requests", "rejected")
-        await orders.set_status(services.pool, platform_id, invoice_number, "failed",
+        moved = await orders.set_status(services.pool, platform_id, invoice_number, "failed",
                                 doku_error={"code": exc.code, "doku_code": exc.doku_code, "detail": str(exc)},
                                 closed_reason="rejected_by_doku")
     except jerrors.JeniusError as exc:
         METRICS.count("payment_requests", exc.code)
         log.warning("payment request not delivered", extra={"invoice_number": invoice_number, "code": exc.code})
-        await orders.set_status(services.pool, platform_id, invoice_number, "send_failed",
+        moved = await orders.set_status(services.pool, platform_id, invoice_number, "send_failed",
                                 only_from=("created", "send_failed"),
                                 doku_error={"code": exc.code, "detail": str(exc)})
     else:
         METRICS.count("payment_requests", "delivered")
-        await orders.set_status(services.pool, platform_id, invoice_number, "pending",
-                                only_from=("created", "send_failed"))
-    return await orders.get_order(services.pool, platform_id, invoice_number)
+        moved = await orders.set_status(services.pool, platform_id, invoice_number, "pending",
+                                        only_from=("created", "send_failed"))
+    # None: a notification or status check moved the order meanwhile; read what it is now.
+    return moved or await orders.get_order(services.pool, platform_id, invoice_number)
 
 
 def _parse_doku_time(value: str | None) -> datetime | None:
@@ -223,7 +229,7 @@ async def apply_transaction_status(
         closed = await orders.set_status(services.pool, platform_id, invoice_number,
                                          "expired" if status in ("EXPIRED", "TIMEOUT") else "failed",
                                          closed_reason=f"doku_{status.lower()}")
-        return "closed" if closed else "ignored"
+        return "closed" if closed is not None else "ignored"
     return "ignored"
 
 

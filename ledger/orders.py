@@ -192,13 +192,14 @@ async def set_status(
     only_from: Sequence[str] = OPEN_STATUSES,
     doku_error: dict[str, Any] | None = None,
     closed_reason: str | None = None,
-) -> bool:
-    """Move an open order to ``status``; returns False when it was no longer in ``only_from``."""
-    result = await conn.execute(
+) -> Order | None:
+    """Move an open order to ``status``; returns it, or None when it was no longer in ``only_from``."""
+    row = await conn.fetchrow(
         """
         UPDATE orders SET status = $3, doku_error = coalesce($4::jsonb, doku_error),
                closed_reason = coalesce($5, closed_reason), updated_at = now()
          WHERE platform_id = $1 AND invoice_number = $2 AND status = ANY($6::text[])
+        RETURNING *
         """,
         platform_id,
         invoice_number,
@@ -207,7 +208,7 @@ async def set_status(
         closed_reason,
         list(only_from),
     )
-    return result.endswith(" 1")
+    return order_from_row(row) if row is not None else None
 
 
 async def capture_batch(
