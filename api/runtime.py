@@ -143,25 +143,12 @@ async def _stop_probe(services: Any) -> None:
     await services.extras["doku_probe"].stop()
 
 
+# What talking to DOKU and capturing need; the CLI's status check starts just these.
+DOKU_HOOKS = [(_start_gateways, _stop_gateways), (_start_batcher, _stop_batcher)]
+
+
 def hooks() -> list[tuple[Any, Any]]:
-    return [
-        (_start_gateways, _stop_gateways),
-        (_start_batcher, _stop_batcher),
-        (_start_status_checker, _stop_status_checker),
-        (_start_probe, _stop_probe),
-    ]
-
-
-class _CliServices:
-    """The parts of ``Services`` the CLI tasks need, without the HTTP app."""
-
-    def __init__(self, pool: Any, settings: Any) -> None:
-        from ledger.store import LedgerStore
-
-        self.pool = pool
-        self.settings = settings
-        self.ledger = LedgerStore(pool)
-        self.extras: dict[str, Any] = {}
+    return [*DOKU_HOOKS, (_start_status_checker, _stop_status_checker), (_start_probe, _stop_probe)]
 
 
 async def run_status_check_once(url: str, *, older_than_s: int | None = None) -> int:
@@ -169,15 +156,19 @@ async def run_status_check_once(url: str, *, older_than_s: int | None = None) ->
     from api.payments import check_stale_orders
     from api.settings import load_settings
 
+    from api.app import Services
+    from api.platforms import ApiKeyVerifier
+    from ledger.store import LedgerStore
+
     settings = load_settings()
     pool = await create_pool(url, min_size=1, max_size=4)
-    services = _CliServices(pool, settings)
+    services = Services(settings=settings, pool=pool, ledger=LedgerStore(pool), verifier=ApiKeyVerifier(pool))
     try:
-        for start, _ in hooks()[:2]:
+        for start, _ in DOKU_HOOKS:
             await start(services)
         return await check_stale_orders(services, settings.status_check_after_s if older_than_s is None else older_than_s)
     finally:
-        for _, stop in reversed(hooks()[:2]):
+        for _, stop in reversed(DOKU_HOOKS):
             await stop(services)
         await pool.close()
 
