@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
@@ -32,6 +33,8 @@ from api.schemas import (
 from ledger import orders, refunds, sellers
 from ledger.sellers import Seller
 
+T = TypeVar("T")
+
 _encode = msgspec.json.Encoder().encode
 
 
@@ -42,6 +45,19 @@ def json_response(value: Any, status: int = 200) -> Response:
 def encode_cursor(created_at: datetime, key: str) -> str:
     """An opaque, URL-safe cursor: a timestamp's ``+00:00`` pasted into a query string reads as a space."""
     return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{key}".encode()).decode().rstrip("=")
+
+
+MAX_PAGE = 500
+
+
+def page_size(limit: int) -> int:
+    return max(1, min(limit, MAX_PAGE))
+
+
+def split_page(found: list[T], limit: int, key: Callable[[T], tuple[datetime, str]]) -> tuple[list[T], str | None]:
+    """``found`` was fetched with ``limit + 1``: the page, and the cursor to the next one if any."""
+    page = found[:limit]
+    return page, (encode_cursor(*key(page[-1])) if len(found) > limit else None)
 
 
 def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
@@ -140,7 +156,7 @@ class OrderController(Controller):
         cursor: FromQuery[str | None] = None,
         limit: FromQuery[int] = 50,
     ) -> OrderPage:
-        limit = max(1, min(limit, 500))
+        limit = page_size(limit)
         found = await orders.list_orders(
             services.pool,
             platform_id,
@@ -151,8 +167,7 @@ class OrderController(Controller):
             after=decode_cursor(cursor),
             limit=limit + 1,
         )
-        page = found[:limit]
-        next_cursor = encode_cursor(page[-1].created_at, page[-1].invoice_number) if len(found) > limit else None
+        page, next_cursor = split_page(found, limit, lambda o: (o.created_at, o.invoice_number))
         return OrderPage(items=[payments.order_out(o) for o in page], next_cursor=next_cursor)
 
     @get("/{invoice_number:str}", summary="One order with its frozen allocation")

@@ -14,7 +14,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from api.app import PlatformId, ServicesDep
 from api.idempotency import idempotent
 from api.problems import ApiError
-from api.routes.marketplace import decode_cursor, encode_cursor, json_response
+from api.routes.marketplace import decode_cursor, json_response, page_size, split_page
 from api.schemas import (
     PayoutConfirmIn,
     PayoutFailIn,
@@ -150,12 +150,11 @@ class PayoutController(Controller):
         cursor: FromQuery[str | None] = None,
         limit: FromQuery[int] = 50,
     ) -> PayoutPage:
-        limit = max(1, min(limit, 500))
+        limit = page_size(limit)
         found = await payouts.list_payouts(
             services.pool, platform_id, seller_id=seller_id, status=status, after=decode_cursor(cursor), limit=limit + 1
         )
-        page = found[:limit]
-        next_cursor = encode_cursor(page[-1].created_at, page[-1].payout_id) if len(found) > limit else None
+        page, next_cursor = split_page(found, limit, lambda p: (p.created_at, p.payout_id))
         return PayoutPage(items=page, next_cursor=next_cursor)
 
     @get("/{payout_id:str}", summary="One payout")
