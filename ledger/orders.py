@@ -211,22 +211,39 @@ async def set_status(
     return order_from_row(row) if row is not None else None
 
 
+class _Capturable(msgspec.Struct, frozen=True, kw_only=True):
+    amount: int
+    status: str
+    capture_entry_id: int | None
+    allocation: split.Allocation
+
+
 async def capture_batch(
     conn: asyncpg.Connection, store: LedgerStore, platform_id: str, requests: Sequence[CaptureRequest]
 ) -> list[CaptureResult]:
     """Capture many orders in the caller's transaction; one result per request, in order."""
     invoices = sorted({r.invoice_number for r in requests})
+    # Only what capture reads: this is the hot path, and the order's request document is large.
     rows = await conn.fetch(
         """
-        SELECT * FROM orders WHERE platform_id = $1 AND invoice_number = ANY($2::text[])
+        SELECT invoice_number, amount, status, capture_entry_id, allocation
+          FROM orders WHERE platform_id = $1 AND invoice_number = ANY($2::text[])
          ORDER BY invoice_number FOR UPDATE
         """,
         platform_id,
         invoices,
     )
-    orders = {r["invoice_number"]: order_from_row(r) for r in rows}
+    orders = {
+        r["invoice_number"]: _Capturable(
+            amount=r["amount"],
+            status=r["status"],
+            capture_entry_id=r["capture_entry_id"],
+            allocation=_decode(r["allocation"], split.Allocation),
+        )
+        for r in rows
+    }
     results: list[CaptureResult | None] = [None] * len(requests)
-    to_post: list[tuple[int, CaptureRequest, Order]] = []
+    to_post: list[tuple[int, CaptureRequest, _Capturable]] = []
     claimed: set[str] = set()
     for index, req in enumerate(requests):
         order = orders.get(req.invoice_number)
