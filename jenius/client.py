@@ -193,10 +193,10 @@ class JeniusClient:
     async def request_payment(self, req: PaymentRequest, *, request_id: str) -> PaymentResult:
         response, already_done = await self._post(self.config.payment_path, encoder.encode(req), request_id)
         amount = _echoed_amount(response)
-        if response.decoded.order.invoice_number != req.order.invoice_number or amount != parse_amount_text(req.order.amount):
-            raise UnexpectedResponse(
-                "answer is for another order", status=response.http_status, body=response.body
-            )
+        if response.decoded.order.invoice_number != req.order.invoice_number or amount != parse_amount_text(
+            req.order.amount
+        ):
+            raise UnexpectedResponse("answer is for another order", status=response.http_status, body=response.body)
         answer = response.decoded
         status = answer.internet_banking_payment.status
         if status != "SUCCESS":
@@ -219,9 +219,7 @@ class JeniusClient:
         response, already_done = await self._post(self.config.refund_path, body, request_id)
         echoed = _echoed_amount(response)
         if response.decoded.order.invoice_number != invoice_number or echoed != amount:
-            raise UnexpectedResponse(
-                "answer is for another refund", status=response.http_status, body=response.body
-            )
+            raise UnexpectedResponse("answer is for another refund", status=response.http_status, body=response.body)
         answer = response.decoded
         status = answer.internet_banking_payment.status
         if status != "SUCCESS":
@@ -290,7 +288,12 @@ class JeniusClient:
                 failure = Unavailable(f"DOKU answered {http.status_code}", status=http.status_code)
             log.warning(
                 "DOKU %s %s attempt %d/%d failed: %s (Request-Id %s)",
-                method, path, attempt, attempts, failure.detail, request_id,
+                method,
+                path,
+                attempt,
+                attempts,
+                failure.detail,
+                request_id,
             )
             if attempt < attempts:
                 await self._sleep(min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempt - 1)))
@@ -315,15 +318,19 @@ class JeniusClient:
             http.headers.get("Client-Id", self.config.client_id) == self.config.client_id
             and http.headers.get("Request-Id", request_id) == request_id
         )
-        valid = bool(timestamp and signature) and echoes_us and signing.verify(
-            secret_key=self.config.secret_key,
-            client_id=self.config.client_id,
-            request_id=request_id,
-            timestamp=timestamp,
-            target=target,
-            body=http.content,
-            signature=signature,
-            timestamp_label=signing.RESPONSE_TIMESTAMP,
+        valid = (
+            bool(timestamp and signature)
+            and echoes_us
+            and signing.verify(
+                secret_key=self.config.secret_key,
+                client_id=self.config.client_id,
+                request_id=request_id,
+                timestamp=timestamp,
+                target=target,
+                body=http.content,
+                signature=signature,
+                timestamp_label=signing.RESPONSE_TIMESTAMP,
+            )
         )
         if valid:
             return

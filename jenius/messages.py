@@ -15,7 +15,7 @@ Rules this module enforces:
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -29,7 +29,7 @@ MAX_INVOICE_NUMBER_LENGTH = 64
 MAX_REQUEST_ID_LENGTH = 128
 
 TransactionStatus = Literal["PENDING", "SUCCESS", "FAILED", "EXPIRED", "REFUNDED", "TIMEOUT", "REDIRECT"]
-TRANSACTION_STATUSES: frozenset[str] = frozenset(TransactionStatus.__args__)  # type: ignore[attr-defined]
+TRANSACTION_STATUSES: frozenset[str] = frozenset(get_args(TransactionStatus))
 
 _AMOUNT_TEXT = re.compile(r"[0-9]{1,12}")
 _CASH_TAG = re.compile(r"\$[A-Za-z0-9_.]{1,40}")
@@ -38,35 +38,39 @@ NonNegativeAmount = Annotated[int, Meta(ge=0, le=999_999_999_999)]
 
 
 class Wire(msgspec.Struct, frozen=True, kw_only=True):
-    """Base for every wire message: immutable; each subclass is keyword-only (not inherited)."""
+    """Base for every wire message: immutable and keyword-only.
+
+    Each subclass restates both: msgspec does not inherit ``kw_only``, and type checkers read a
+    subclass without ``frozen=True`` as mutable (msgspec itself inherits it).
+    """
 
 
 # --- payment request (merchant -> DOKU) ------------------------------------------------------------
 
 
-class LineItem(Wire, kw_only=True):
+class LineItem(Wire, frozen=True, kw_only=True):
     name: str
     price: int
     quantity: int
 
 
-class OrderRequest(Wire, kw_only=True):
+class OrderRequest(Wire, frozen=True, kw_only=True):
     invoice_number: str
     amount: str  # whole rupiah as a string of <= 12 digits
     line_items: tuple[LineItem, ...] = ()
 
 
-class Customer(Wire, kw_only=True, omit_defaults=True):
+class Customer(Wire, frozen=True, kw_only=True, omit_defaults=True):
     name: str
     email: str
     phone: str | None = None
 
 
-class JeniusInfo(Wire, kw_only=True):
+class JeniusInfo(Wire, frozen=True, kw_only=True):
     cash_tag: str
 
 
-class PaymentRequest(Wire, kw_only=True):
+class PaymentRequest(Wire, frozen=True, kw_only=True):
     order: OrderRequest
     additional_info: dict[str, Any] = {}
     customer: Customer
@@ -74,7 +78,7 @@ class PaymentRequest(Wire, kw_only=True):
     jenius_info: JeniusInfo
 
 
-class SettlementShare(Wire, kw_only=True):
+class SettlementShare(Wire, frozen=True, kw_only=True):
     """One payee of DOKU's Split Settlement; ``value`` is percent (PERCENTAGE) or rupiah (FIX)."""
 
     bank_account_settlement_id: str
@@ -82,7 +86,7 @@ class SettlementShare(Wire, kw_only=True):
     type: Literal["PERCENTAGE", "FIX"]
 
 
-class ReportColumn(Wire, kw_only=True):
+class ReportColumn(Wire, frozen=True, kw_only=True):
     """An extra column in DOKU's settlement report (``additional_info.report[]``)."""
 
     key: str
@@ -120,7 +124,7 @@ def build_payment_request(
     )
 
 
-class Problem(Wire, kw_only=True):
+class Problem(Wire, frozen=True, kw_only=True):
     """One broken rule: a stable ``code`` and a human ``detail``."""
 
     code: str
@@ -139,17 +143,13 @@ def payment_request_problems(
     if amount is None:
         problems.append(Problem(code="invalid_amount", detail="a string of 1 to 12 digits"))
     elif not min_amount <= amount <= max_amount:
-        problems.append(
-            Problem(code="amount_out_of_range", detail=f"between {min_amount} and {max_amount}")
-        )
+        problems.append(Problem(code="amount_out_of_range", detail=f"between {min_amount} and {max_amount}"))
     if any(item.price < 0 or item.quantity < 1 for item in req.order.line_items):
         problems.append(Problem(code="invalid_line_items", detail="price >= 0, quantity >= 1"))
     elif req.order.line_items and amount is not None:
         total = sum(item.price * item.quantity for item in req.order.line_items)
         if total != amount:
-            problems.append(
-                Problem(code="line_items_mismatch", detail=f"line items sum to {total}, not {amount}")
-            )
+            problems.append(Problem(code="line_items_mismatch", detail=f"line items sum to {total}, not {amount}"))
     if not _CASH_TAG.fullmatch(req.jenius_info.cash_tag):
         problems.append(Problem(code="invalid_cash_tag", detail="a $-prefixed Jenius cashtag"))
     if not req.redirect_url:
@@ -165,20 +165,20 @@ def parse_amount_text(text: str) -> int | None:
 # --- refund request (merchant -> DOKU) [path and exact shape unconfirmed] ---------------------------
 
 
-class RefundOrder(Wire, kw_only=True):
+class RefundOrder(Wire, frozen=True, kw_only=True):
     invoice_number: str
     amount: str  # same string form as the payment request
     reason: str
 
 
-class RefundRequest(Wire, kw_only=True):
+class RefundRequest(Wire, frozen=True, kw_only=True):
     order: RefundOrder
 
 
 # --- DOKU's answers to payment and refund -------------------------------------------------------------
 
 
-class OrderEcho(Wire, kw_only=True):
+class OrderEcho(Wire, frozen=True, kw_only=True):
     invoice_number: str
     amount: str | int  # DOKU's sample answers with a string; accept a number too
 
@@ -194,11 +194,11 @@ class OrderEcho(Wire, kw_only=True):
         return parsed
 
 
-class InternetBankingPayment(Wire, kw_only=True):
+class InternetBankingPayment(Wire, frozen=True, kw_only=True):
     status: str
 
 
-class PaymentResponse(Wire, kw_only=True):
+class PaymentResponse(Wire, frozen=True, kw_only=True):
     order: OrderEcho
     internet_banking_payment: InternetBankingPayment
 
@@ -209,22 +209,22 @@ RefundResponse = PaymentResponse
 # --- notifications (DOKU -> merchant) and status answers ----------------------------------------------
 
 
-class Ref(Wire, kw_only=True):
+class Ref(Wire, frozen=True, kw_only=True):
     id: str
 
 
-class NotificationOrder(Wire, kw_only=True):
+class NotificationOrder(Wire, frozen=True, kw_only=True):
     invoice_number: str
     amount: NonNegativeAmount  # a JSON number; decoded leniently (a string or 50000.00 also pass)
 
 
-class Transaction(Wire, kw_only=True, omit_defaults=True):
+class Transaction(Wire, frozen=True, kw_only=True, omit_defaults=True):
     status: str
     date: str | None = None
     original_request_id: str | None = None
 
 
-class Notification(Wire, kw_only=True, omit_defaults=True):
+class Notification(Wire, frozen=True, kw_only=True, omit_defaults=True):
     service: Ref | None = None
     acquirer: Ref | None = None
     channel: Ref | None = None
@@ -232,7 +232,7 @@ class Notification(Wire, kw_only=True, omit_defaults=True):
     transaction: Transaction
 
 
-class StatusResponse(Wire, kw_only=True, omit_defaults=True):
+class StatusResponse(Wire, frozen=True, kw_only=True, omit_defaults=True):
     """Answer of ``GET /orders/v1/status/{invoice_number}``: the notification's shape."""
 
     service: Ref | None = None
@@ -245,13 +245,13 @@ class StatusResponse(Wire, kw_only=True, omit_defaults=True):
 # --- DOKU-shaped error answers ----------------------------------------------------------------------
 
 
-class ErrorDetail(Wire, kw_only=True, omit_defaults=True):
+class ErrorDetail(Wire, frozen=True, kw_only=True, omit_defaults=True):
     code: str | None = None
     message: Any = None
     type: str | None = None
 
 
-class ErrorAnswer(Wire, kw_only=True):
+class ErrorAnswer(Wire, frozen=True, kw_only=True):
     """``{"error": {"code": "...", "message": "...", "type": "..."}}``."""
 
     error: ErrorDetail

@@ -215,11 +215,7 @@ class Sandbox:
     async def resend(self, invoice_number: str, *, client_id: str | None = None) -> DeliveryAttempt:
         """Resend the order's latest notification once, now (a new Request-Id, the same body)."""
         client_id, invoice_number = self._find(invoice_number, client_id)
-        sent = [
-            d
-            for d in self._notifier.deliveries
-            if d.client_id == client_id and d.invoice_number == invoice_number
-        ]
+        sent = [d for d in self._notifier.deliveries if d.client_id == client_id and d.invoice_number == invoice_number]
         if not sent:
             raise SandboxError("order_not_found", "no notification was sent for this order")
         return await self._notifier.resend(sent[-1])
@@ -243,11 +239,7 @@ class Sandbox:
         await self._notifier.aclose()
 
     def _find(self, invoice_number: str, client_id: str | None) -> tuple[str, str]:
-        keys = [
-            key
-            for key in self._orders
-            if key[1] == invoice_number and (client_id is None or key[0] == client_id)
-        ]
+        keys = [key for key in self._orders if key[1] == invoice_number and (client_id is None or key[0] == client_id)]
         if not keys:
             raise SandboxError("order_not_found", f"no order {invoice_number!r}")
         if len(keys) > 1:
@@ -744,9 +736,7 @@ def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
     parser = parser or argparse.ArgumentParser(prog="splitledger sandbox", description="Simulated DOKU Jenius")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8070)
-    parser.add_argument(
-        "--merchant", action="append", default=[], metavar="CLIENT_ID:SECRET_KEY[:NOTIFICATION_URL]"
-    )
+    parser.add_argument("--merchant", action="append", default=[], metavar="CLIENT_ID:SECRET_KEY[:NOTIFICATION_URL]")
     parser.add_argument("--auto-approve-after", type=float, default=None, metavar="SECONDS")
     parser.add_argument("--expire-after", type=float, default=None, metavar="SECONDS")
     parser.add_argument(

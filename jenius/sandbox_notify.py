@@ -171,8 +171,12 @@ class Notifier:
             await asyncio.sleep(delay)
             if (await self._attempt(delivery)).outcome == "delivered":
                 return
-        log.warning("notification %s for %s gave up after %d attempts",
-                    delivery.request_id, delivery.invoice_number, len(delivery.attempts))
+        log.warning(
+            "notification %s for %s gave up after %d attempts",
+            delivery.request_id,
+            delivery.invoice_number,
+            len(delivery.attempts),
+        )
 
     async def _attempt(self, delivery: Delivery, *, manual: bool = False) -> DeliveryAttempt:
         merchant = self._merchant(delivery.client_id)

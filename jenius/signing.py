@@ -121,9 +121,7 @@ def parse_timestamp(text: str) -> datetime:
     return datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
 
 
-def is_fresh(
-    timestamp: datetime, *, now: datetime, max_age: timedelta, max_future: timedelta
-) -> bool:
+def is_fresh(timestamp: datetime, *, now: datetime, max_age: timedelta, max_future: timedelta) -> bool:
     """Within ``max_age`` in the past and ``max_future`` (clock skew) in the future of ``now``."""
     return now - max_age <= timestamp <= now + max_future
 

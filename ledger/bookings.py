@@ -56,9 +56,12 @@ def split_settlement_move(amount: int, *, debt: int) -> tuple[int, int]:
     return to_debt, amount - to_debt
 
 
-def _entry(kind: str, key: str, postings: Mapping[str, int], *, ref: str, at: datetime | None, meta: dict) -> EntryDraft:
-    return build_entry(kind=kind, idempotency_key=key, postings=dict(postings), external_ref=ref,
-                       effective_at=at, metadata=meta)
+def _entry(
+    kind: str, key: str, postings: Mapping[str, int], *, ref: str, at: datetime | None, meta: dict[str, str]
+) -> EntryDraft:
+    return build_entry(
+        kind=kind, idempotency_key=key, postings=dict(postings), external_ref=ref, effective_at=at, metadata=meta
+    )
 
 
 def _add(postings: dict[str, int], account: str, amount: int) -> None:
@@ -75,8 +78,14 @@ def capture_entry(
         _add(postings, chart.seller_pending(seller_id), -net)
     _add(postings, chart.COMMISSION, -platform)
     _add(postings, chart.FEES_WITHHELD, -fee)
-    return _entry("capture", f"capture:{invoice_number}", postings, ref=invoice_number, at=at,
-                  meta={"invoice_number": invoice_number})
+    return _entry(
+        "capture",
+        f"capture:{invoice_number}",
+        postings,
+        ref=invoice_number,
+        at=at,
+        meta={"invoice_number": invoice_number},
+    )
 
 
 def refund_entry(
@@ -104,8 +113,14 @@ def refund_entry(
         _add(postings, chart.seller_debt(seller_id), debit.debt)
     _add(postings, chart.COMMISSION, platform)
     _add(postings, chart.CLEARING if order_settled else chart.FEES_WITHHELD, fee)
-    return _entry("refund", f"refund:{refund_id}", postings, ref=invoice_number, at=at,
-                  meta={"invoice_number": invoice_number, "refund_id": refund_id, "mode": mode})
+    return _entry(
+        "refund",
+        f"refund:{refund_id}",
+        postings,
+        ref=invoice_number,
+        at=at,
+        meta={"invoice_number": invoice_number, "refund_id": refund_id, "mode": mode},
+    )
 
 
 def settlement_entry(
@@ -129,23 +144,44 @@ def settlement_entry(
         _add(postings, chart.seller_pending(seller_id), to_debt + to_available)
         _add(postings, chart.seller_debt(seller_id), -to_debt)
         _add(postings, chart.seller_available(seller_id), -to_available)
-    return _entry("settlement", f"settlement:{invoice_number}", postings, ref=invoice_number, at=at,
-                  meta={"invoice_number": invoice_number, "report_id": report_id})
+    return _entry(
+        "settlement",
+        f"settlement:{invoice_number}",
+        postings,
+        ref=invoice_number,
+        at=at,
+        meta={"invoice_number": invoice_number, "report_id": report_id},
+    )
 
 
 def payout_request_entry(payout_id: str, seller_id: str, amount: int, at: datetime | None = None) -> EntryDraft:
-    return _entry("payout", f"payout:{payout_id}:request",
-                  {chart.seller_available(seller_id): amount, chart.PAYOUTS_IN_TRANSIT: -amount},
-                  ref=payout_id, at=at, meta={"payout_id": payout_id, "seller_id": seller_id})
+    return _entry(
+        "payout",
+        f"payout:{payout_id}:request",
+        {chart.seller_available(seller_id): amount, chart.PAYOUTS_IN_TRANSIT: -amount},
+        ref=payout_id,
+        at=at,
+        meta={"payout_id": payout_id, "seller_id": seller_id},
+    )
 
 
 def payout_paid_entry(payout_id: str, seller_id: str, amount: int, at: datetime | None = None) -> EntryDraft:
-    return _entry("payout_paid", f"payout:{payout_id}:paid",
-                  {chart.PAYOUTS_IN_TRANSIT: amount, chart.BANK: -amount},
-                  ref=payout_id, at=at, meta={"payout_id": payout_id, "seller_id": seller_id})
+    return _entry(
+        "payout_paid",
+        f"payout:{payout_id}:paid",
+        {chart.PAYOUTS_IN_TRANSIT: amount, chart.BANK: -amount},
+        ref=payout_id,
+        at=at,
+        meta={"payout_id": payout_id, "seller_id": seller_id},
+    )
 
 
 def payout_failed_entry(payout_id: str, seller_id: str, amount: int, at: datetime | None = None) -> EntryDraft:
-    return _entry("payout_failed", f"payout:{payout_id}:failed",
-                  {chart.PAYOUTS_IN_TRANSIT: amount, chart.seller_available(seller_id): -amount},
-                  ref=payout_id, at=at, meta={"payout_id": payout_id, "seller_id": seller_id})
+    return _entry(
+        "payout_failed",
+        f"payout:{payout_id}:failed",
+        {chart.PAYOUTS_IN_TRANSIT: amount, chart.seller_available(seller_id): -amount},
+        ref=payout_id,
+        at=at,
+        meta={"payout_id": payout_id, "seller_id": seller_id},
+    )

@@ -1,32 +1,32 @@
 """The ledger's error tree. Each class carries a stable machine-readable ``code``.
 
-    LedgerError
-    ├── InvalidEntry            invalid_entry        (built entry breaks a rule; ``problems`` lists all)
-    ├── UnknownAccount          unknown_account
-    ├── AccountExists           account_exists       (same code, different kind/currency/flags)
-    ├── InsufficientFunds       insufficient_funds   (a non-negative account would go negative)
-    ├── IdempotencyConflict     idempotency_conflict (same key, different content)
-    ├── EntryNotFound           entry_not_found
-    ├── StoreUnavailable        store_unavailable    (driver/connection failure, retry later)
-    ├── InvariantViolated       ledger_invariant_violated (the database's last line of defence fired: a bug)
-    └── MarketplaceError        (sellers, orders, refunds, settlement, payouts)
-        ├── UnknownSeller            unknown_seller
-        ├── SellerExists             seller_exists
-        ├── ReservedSellerId         reserved_seller_id
-        ├── SellerNotFound           seller_not_found
-        ├── OrderExists              order_exists
-        ├── OrderNotFound            order_not_found
-        ├── OrderNotCaptured         order_not_captured
-        ├── AmountMismatch           amount_mismatch
-        ├── RefundExceedsCaptured    refund_exceeds_captured
-        ├── RefundNotFound           refund_not_found
-        ├── RefundNotPending         refund_not_pending
-        ├── PayoutExceedsAvailable   payout_exceeds_available
-        ├── PayoutNotFound           payout_not_found
-        ├── PayoutNotPending         payout_not_pending
-        ├── SettlementReportInvalid  settlement_report_invalid
-        ├── GatewayNotConfigured     gateway_not_configured
-        └── ClientIdTaken            client_id_taken
+LedgerError
+├── InvalidEntry            invalid_entry        (built entry breaks a rule; ``problems`` lists all)
+├── UnknownAccount          unknown_account
+├── AccountExists           account_exists       (same code, different kind/currency/flags)
+├── InsufficientFunds       insufficient_funds   (a non-negative account would go negative)
+├── IdempotencyConflict     idempotency_conflict (same key, different content)
+├── EntryNotFound           entry_not_found
+├── StoreUnavailable        store_unavailable    (driver/connection failure, retry later)
+├── InvariantViolated       ledger_invariant_violated (the database's last line of defence fired: a bug)
+└── MarketplaceError        (sellers, orders, refunds, settlement, payouts)
+    ├── UnknownSeller            unknown_seller
+    ├── SellerExists             seller_exists
+    ├── ReservedSellerId         reserved_seller_id
+    ├── SellerNotFound           seller_not_found
+    ├── OrderExists              order_exists
+    ├── OrderNotFound            order_not_found
+    ├── OrderNotCaptured         order_not_captured
+    ├── AmountMismatch           amount_mismatch
+    ├── RefundExceedsCaptured    refund_exceeds_captured
+    ├── RefundNotFound           refund_not_found
+    ├── RefundNotPending         refund_not_pending
+    ├── PayoutExceedsAvailable   payout_exceeds_available
+    ├── PayoutNotFound           payout_not_found
+    ├── PayoutNotPending         payout_not_pending
+    ├── SettlementReportInvalid  settlement_report_invalid
+    ├── GatewayNotConfigured     gateway_not_configured
+    └── ClientIdTaken            client_id_taken
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -51,7 +51,9 @@ def build_entry(
         if not isinstance(code, str) or not code:
             problems.append(("missing_account", f"posting {index} has no account"))
         if type(amount) is not int:
-            problems.append(("non_integer_amount", f"posting {index} amount must be an int, got {type(amount).__name__}"))
+            problems.append(
+                ("non_integer_amount", f"posting {index} amount must be an int, got {type(amount).__name__}")
+            )
             continue
         if amount == 0:
             problems.append(("zero_amount", f"posting {index} to {code!r} is zero"))
@@ -97,4 +99,4 @@ def _instant(moment: datetime | None) -> str | None:
         return None
     if moment.tzinfo is None:
         return moment.isoformat()
-    return moment.astimezone(timezone.utc).isoformat()
+    return moment.astimezone(UTC).isoformat()

@@ -27,7 +27,7 @@ Errors (all ``LedgerError``; ``problems`` lists every problem found, each with a
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Literal, TypeGuard
 
 import msgspec
 
@@ -228,7 +228,7 @@ class _Problems:
     def add(self, code: str, detail: str, field: str | None = None) -> None:
         self.items.append(SplitProblem(code=code, detail=detail, field=field))
 
-    def is_int(self, value: object, field: str) -> bool:
+    def is_int(self, value: object, field: str) -> TypeGuard[int]:
         if type(value) is int:
             return True
         self.add("not_an_integer", f"{field} must be an int, got {type(value).__name__}", field)
@@ -307,7 +307,14 @@ def allocate(
     return allocation
 
 
-def _check_inputs(gross, items, policy, fee_policy, known, basis) -> tuple[SplitProblem, ...]:
+def _check_inputs(
+    gross: int,
+    items: Sequence[LineItem],
+    policy: SplitPolicy,
+    fee_policy: FeePolicy,
+    known: frozenset[str] | None,
+    basis: Basis,
+) -> tuple[SplitProblem, ...]:
     """Problems visible without computing the split; later checks skip what an earlier one refused."""
     p = _Problems()
     gross_ok = p.is_int(gross, "gross")
@@ -334,7 +341,7 @@ def _check_inputs(gross, items, policy, fee_policy, known, basis) -> tuple[Split
     return tuple(p.items)
 
 
-def _check_items(p: _Problems, items: Sequence[LineItem], is_cart: bool, known) -> int | None:
+def _check_items(p: _Problems, items: Sequence[LineItem], is_cart: bool, known: frozenset[str] | None) -> int | None:
     """The items' total, or None when it cannot be computed."""
     total: int | None = 0
     for index, item in enumerate(items):
@@ -368,7 +375,7 @@ def _check_fee(p: _Problems, fee_policy: FeePolicy, gross: int | None) -> int | 
     return fee
 
 
-def _check_cart(p: _Problems, policy: CartPolicy, gross: int | None, known) -> None:
+def _check_cart(p: _Problems, policy: CartPolicy, gross: int | None, known: frozenset[str] | None) -> None:
     p.rate(policy.commission_bps, "policy.commission_bps")
     for seller_id, bps in policy.seller_commission_bps.items():
         field = f"policy.seller_commission_bps[{seller_id}]"
@@ -380,7 +387,7 @@ def _check_cart(p: _Problems, policy: CartPolicy, gross: int | None, known) -> N
         p.add("fixed_fee_exceeds_amount", f"fixed fee {policy.fixed_fee} exceeds {gross}", "policy.fixed_fee")
 
 
-def _check_explicit(p: _Problems, policy: ExplicitPolicy, base: int | None, known) -> None:
+def _check_explicit(p: _Problems, policy: ExplicitPolicy, base: int | None, known: frozenset[str] | None) -> None:
     seen: set[str] = set()
     fixed_total: int | None = 0
     bps_total: int | None = 0
@@ -438,7 +445,9 @@ def _check_result(allocation: Allocation, policy: SplitPolicy) -> tuple[SplitPro
 # --- allocation -----------------------------------------------------------------------------
 
 
-def _compute(gross, items, policy, fee_policy, basis) -> Allocation:
+def _compute(
+    gross: int, items: Sequence[LineItem], policy: SplitPolicy, fee_policy: FeePolicy, basis: Basis
+) -> Allocation:
     match policy:
         case CartPolicy():
             return _allocate_cart(gross, items, policy, fee_policy, basis)
@@ -447,9 +456,13 @@ def _compute(gross, items, policy, fee_policy, basis) -> Allocation:
     raise TypeError("unreachable: policy checked")
 
 
-def _allocate_cart(gross: int, items: Sequence[LineItem], policy: CartPolicy, fee_policy: FeePolicy, basis: str) -> Allocation:
+def _allocate_cart(
+    gross: int, items: Sequence[LineItem], policy: CartPolicy, fee_policy: FeePolicy, basis: Basis
+) -> Allocation:
     subtotals: dict[str, int] = {}
     for item in items:
+        if item.seller_id is None:  # a cart item without a seller is refused by _check_items
+            raise TypeError("unreachable: items checked")
         subtotals[item.seller_id] = subtotals.get(item.seller_id, 0) + item.price * item.quantity
     subtotals = dict(sorted(subtotals.items()))
     fee = fee_policy.fee_for(gross)
@@ -484,7 +497,7 @@ def _allocate_cart(gross: int, items: Sequence[LineItem], policy: CartPolicy, fe
     return Allocation(gross=gross, fee=fee, basis=basis, fee_bearer=bearer, sellers=tuple(sellers), platform=platform)
 
 
-def _allocate_explicit(gross: int, policy: ExplicitPolicy, fee_policy: FeePolicy, basis: str) -> Allocation:
+def _allocate_explicit(gross: int, policy: ExplicitPolicy, fee_policy: FeePolicy, basis: Basis) -> Allocation:
     fee = fee_policy.fee_for(gross)
     base = gross - fee if basis == "net" else gross
     fixed = {s.party: s.fixed for s in policy.shares if s.fixed is not None}
@@ -592,7 +605,7 @@ def reversal_budget(allocation: Allocation, policy: RefundPolicy = RefundPolicy(
       seller   net  (+ commission if the platform keeps it) (+ its pro rata part of the fee
                if DOKU keeps the fee and the sellers absorb it)                        >= 0
       doku_fee fee if DOKU refunds its fee, else 0                                      >= 0
-      platform the rest: platform (− commission kept) (+ fee if it absorbs the kept fee)
+      platform the rest: platform (- commission kept) (+ fee if it absorbs the kept fee)
                negative when it gets back more than it gave (it bore the fee at capture
                and now DOKU, or the sellers, make it good)
     A party's cumulative reversal always lies between 0 and its budget.
@@ -691,7 +704,9 @@ def _check_already(p: _Problems, budget: dict[str, int], already: Reversal | Non
         p.add("already_does_not_sum", "earlier reversals do not add up to their amount", "already")
     for party, value in before.items():
         if not _within(budget[party], value):
-            p.add("reversal_exceeds_allocation", f"{party!r} was already reversed {value} of {budget[party]}", "already")
+            p.add(
+                "reversal_exceeds_allocation", f"{party!r} was already reversed {value} of {budget[party]}", "already"
+            )
     return before
 
 
@@ -711,7 +726,9 @@ def _check_explicit_reversal(
         elif (value < low) if gives_back else (value > high):
             p.add("reversal_wrong_direction", f"{party!r} cannot be reversed {value}", field)
     if sum(explicit.values()) != amount:
-        p.add("explicit_amounts_do_not_sum", f"explicit amounts sum to {sum(explicit.values())}, not {amount}", "explicit")
+        p.add(
+            "explicit_amounts_do_not_sum", f"explicit amounts sum to {sum(explicit.values())}, not {amount}", "explicit"
+        )
 
 
 def _proportional_step(budget: dict[str, int], before: dict[str, int], total: int, amount: int) -> dict[str, int]:

@@ -167,7 +167,10 @@ def payment(invoice_number: str = "INV-0001", amount: int = 50_000, **overrides:
     arguments: dict[str, object] = {
         "invoice_number": invoice_number,
         "amount": amount,
-        "line_items": (LineItem(name="Ayam", price=amount - 10_000, quantity=1), LineItem(name="Roti", price=10_000, quantity=1)),
+        "line_items": (
+            LineItem(name="Ayam", price=amount - 10_000, quantity=1),
+            LineItem(name="Roti", price=10_000, quantity=1),
+        ),
         "customer": Customer(name="Astari", email="Astari@doku.com", phone="081288910205"),
         "redirect_url": "https://shop.example/return",
         "cash_tag": "$admin",

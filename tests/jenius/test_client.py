@@ -129,17 +129,28 @@ async def test_a_payment_request_sends_the_encoded_bytes_signed_with_dokus_heade
     assert sent.headers["Request-Timestamp"] == "2024-05-02T03:15:00Z"
     assert sent.headers["Signature"].startswith("HMACSHA256=")
     assert sent.headers["Content-Type"] == "application/json"
-    assert (result.invoice_number, result.amount, result.status, result.already_done) == ("INV-0001", 50_000, "SUCCESS", False)
+    assert (result.invoice_number, result.amount, result.status, result.already_done) == (
+        "INV-0001",
+        50_000,
+        "SUCCESS",
+        False,
+    )
 
 
 async def test_every_path_comes_from_the_config() -> None:
     fake = FakeDoku(
         lambda r: answer(r, 200, accepted()),
         lambda r: answer(r, 200, accepted(amount="1000")),
-        lambda r: answer(r, 200, b'{"order":{"invoice_number":"INV-0001","amount":1},"transaction":{"status":"PENDING"}}'),
+        lambda r: answer(
+            r, 200, b'{"order":{"invoice_number":"INV-0001","amount":1},"transaction":{"status":"PENDING"}}'
+        ),
     )
     async with client(
-        fake, base_url="https://doku.test/prefix", payment_path="/p", refund_path="/r", status_path_template="/s/{invoice_number}/x"
+        fake,
+        base_url="https://doku.test/prefix",
+        payment_path="/p",
+        refund_path="/r",
+        status_path_template="/s/{invoice_number}/x",
     ) as doku:
         await doku.request_payment(payment(), request_id="a")
         await doku.refund(invoice_number="INV-0001", amount=1_000, reason="x", request_id="b")
@@ -226,13 +237,18 @@ async def test_backoff_is_capped() -> None:
 
 
 async def test_a_status_check_reuses_one_generated_request_id_across_retries() -> None:
-    fake = FakeDoku(httpx.ConnectError("x"), lambda r: answer(r, 200, b'{"order":{"invoice_number":"A","amount":1},"transaction":{"status":"PENDING"}}'))
+    fake = FakeDoku(
+        httpx.ConnectError("x"),
+        lambda r: answer(r, 200, b'{"order":{"invoice_number":"A","amount":1},"transaction":{"status":"PENDING"}}'),
+    )
     async with client(fake) as doku:
         await doku.check_status("A")
     assert len(set(fake.request_ids)) == 1 and len(fake.request_ids) == 2
 
 
-@pytest.mark.parametrize(("status", "code"), [(400, "invalid_amount"), (401, "invalid_signature"), (404, "order_not_found")])
+@pytest.mark.parametrize(
+    ("status", "code"), [(400, "invalid_amount"), (401, "invalid_signature"), (404, "order_not_found")]
+)
 async def test_a_4xx_is_rejected_with_dokus_code_and_never_retried(status: int, code: str) -> None:
     fake = FakeDoku(lambda r: answer(r, status, error(code)))
     async with client(fake) as doku:
@@ -370,7 +386,9 @@ async def test_a_bad_answer_signature_only_logs_when_rejection_is_off(caplog: py
 async def test_an_unsupported_scheme_is_unavailable_without_retrying() -> None:
     fake = FakeDoku()
     sleeps = Sleeps()
-    doku = JeniusClient(JeniusConfig(client_id=CLIENT_ID, secret_key=SECRET_KEY, base_url="ftp://doku.test"), sleep=sleeps)
+    doku = JeniusClient(
+        JeniusConfig(client_id=CLIENT_ID, secret_key=SECRET_KEY, base_url="ftp://doku.test"), sleep=sleeps
+    )
     async with doku:
         with pytest.raises(Unavailable):
             await doku.check_status("INV-1")

@@ -147,7 +147,12 @@ async def test_badly_signed_answers_pass_when_rejection_is_off(sandbox: Sandbox,
     ],
 )
 async def test_dokus_rules_are_enforced_with_doku_shaped_refusals(
-    doku_url: str, sandbox: Sandbox, request_kwargs: dict[str, object], config: dict[str, object], status: int, code: str
+    doku_url: str,
+    sandbox: Sandbox,
+    request_kwargs: dict[str, object],
+    config: dict[str, object],
+    status: int,
+    code: str,
 ) -> None:
     async with JeniusClient(client_config(doku_url, **config)) as doku:
         with pytest.raises(Rejected) as caught:
@@ -206,8 +211,10 @@ async def test_a_repeated_refusal_is_the_same_refusal_with_409(doku_url: str) ->
         (b'{"order":{"invoice_number":"A","amount":50000}}', "invalid_body"),
         (encoder.encode(payment()).replace(b'"50000"', b'"5e4"'), "invalid_amount"),
         (encoder.encode(payment()).replace(b'"50000"', b'"1234567890123"'), "invalid_amount"),
-        (encoder.encode(payment()).replace(b'"additional_info":{}', b'"additional_info":{"settlement":[{"x":1}]}'),
-         "invalid_settlement"),
+        (
+            encoder.encode(payment()).replace(b'"additional_info":{}', b'"additional_info":{"settlement":[{"x":1}]}'),
+            "invalid_settlement",
+        ),
     ],
 )
 async def test_malformed_bodies_are_refused(doku_url: str, body: bytes, code: str) -> None:
@@ -219,14 +226,21 @@ async def test_malformed_bodies_are_refused(doku_url: str, body: bytes, code: st
 @pytest.mark.parametrize(
     ("shares", "accepted"),
     [
-        ([{"bank_account_settlement_id": "SBA-1", "value": 60, "type": "PERCENTAGE"},
-          {"bank_account_settlement_id": "SBA-2", "value": 40, "type": "PERCENTAGE"}], True),
+        (
+            [
+                {"bank_account_settlement_id": "SBA-1", "value": 60, "type": "PERCENTAGE"},
+                {"bank_account_settlement_id": "SBA-2", "value": 40, "type": "PERCENTAGE"},
+            ],
+            True,
+        ),
         ([{"bank_account_settlement_id": "SBA-1", "value": 101, "type": "PERCENTAGE"}], False),
         ([{"bank_account_settlement_id": "SBA-1", "value": 47_500, "type": "FIX"}], True),  # net of the 2,500 fee
         ([{"bank_account_settlement_id": "SBA-1", "value": 47_501, "type": "FIX"}], False),
     ],
 )
-async def test_split_settlement_may_not_exceed_100_percent_or_the_net(doku_url: str, shares: list, accepted: bool) -> None:
+async def test_split_settlement_may_not_exceed_100_percent_or_the_net(
+    doku_url: str, shares: list, accepted: bool
+) -> None:
     req = payment("INV-1")
     req = msgspec.structs.replace(req, additional_info={"settlement": shares})
     body = encoder.encode(req)
@@ -239,7 +253,7 @@ def _tamper_body(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str,
     return body.replace(b"50000", b"50001", 1), headers
 
 
-def _tamper_header(name: str, value: str):  # noqa: ANN202
+def _tamper_header(name: str, value: str):
     def tamper(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
         return body, {**headers, name: value}
 
@@ -250,7 +264,9 @@ TAMPERINGS = {
     "one byte of the body": _tamper_body,
     "Client-Id (another known merchant)": _tamper_header("Client-Id", "MCH-2"),
     "Request-Id": _tamper_header("Request-Id", "rid-tampered"),
-    "Request-Timestamp": _tamper_header("Request-Timestamp", signing.format_timestamp(datetime.now(UTC) - timedelta(seconds=1))),
+    "Request-Timestamp": _tamper_header(
+        "Request-Timestamp", signing.format_timestamp(datetime.now(UTC) - timedelta(seconds=1))
+    ),
     "Signature": _tamper_header("Signature", "HMACSHA256=GDZK9vFEyzmjz9K91kO+jIR9PS6nSzqlnFU3e6QqTs0="),
 }
 
@@ -356,10 +372,14 @@ async def test_an_unknown_path_gets_a_doku_shaped_404(doku_url: str) -> None:
 async def test_the_sandbox_paths_are_configurable(inbox_server: object) -> None:
     sandbox = Sandbox(
         merchants=[SandboxMerchant(client_id=CLIENT_ID, secret_key=SECRET_KEY)],
-        payment_path="/pay", refund_path="/refund", status_path_template="/status/{invoice_number}",
+        payment_path="/pay",
+        refund_path="/refund",
+        status_path_template="/status/{invoice_number}",
     )
     async with serve_sandbox(sandbox) as url:
-        config = client_config(url, payment_path="/pay", refund_path="/refund", status_path_template="/status/{invoice_number}")
+        config = client_config(
+            url, payment_path="/pay", refund_path="/refund", status_path_template="/status/{invoice_number}"
+        )
         async with JeniusClient(config) as doku:
             await doku.request_payment(payment("INV-1"), request_id="rid")
             await sandbox.approve("INV-1")

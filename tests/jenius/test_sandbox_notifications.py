@@ -17,7 +17,7 @@ from jenius.sandbox import Sandbox, SandboxError, SandboxMerchant, serve_sandbox
 from tests.jenius.conftest import CLIENT_ID, FAST_RETRIES, NOTIFY_PATH, SECRET_KEY, Inbox, Received, payment
 
 
-def verified(received: Received):  # noqa: ANN201
+def verified(received: Received):
     return verify_notification(
         headers=received.headers,
         body=received.body,
@@ -54,7 +54,7 @@ async def test_an_order_is_concluded_only_once(doku: JeniusClient, sandbox: Sand
     assert await inbox.nothing_within(0.1)
 
 
-async def test_customers_approve_by_themselves_after_the_configured_delay(inbox: Inbox, doku_server) -> None:  # noqa: ANN001
+async def test_customers_approve_by_themselves_after_the_configured_delay(inbox: Inbox, doku_server) -> None:
     board, url = doku_server
     sandbox = Sandbox(
         merchants=[SandboxMerchant(client_id=CLIENT_ID, secret_key=SECRET_KEY, notification_url=inbox.url)],
@@ -71,7 +71,7 @@ async def test_customers_approve_by_themselves_after_the_configured_delay(inbox:
         await sandbox.aclose()
 
 
-async def test_unanswered_requests_expire_after_the_configured_delay(inbox: Inbox, doku_server) -> None:  # noqa: ANN001
+async def test_unanswered_requests_expire_after_the_configured_delay(inbox: Inbox, doku_server) -> None:
     board, url = doku_server
     sandbox = Sandbox(
         merchants=[SandboxMerchant(client_id=CLIENT_ID, secret_key=SECRET_KEY, notification_url=inbox.url)],
@@ -86,7 +86,7 @@ async def test_unanswered_requests_expire_after_the_configured_delay(inbox: Inbo
         await sandbox.aclose()
 
 
-def client_config_for(url: str):  # noqa: ANN201
+def client_config_for(url: str):
     from tests.jenius.conftest import client_config
 
     return client_config(url)
@@ -141,7 +141,9 @@ async def test_resending_before_any_notification_is_not_found(doku: JeniusClient
     assert caught.value.code == "order_not_found"
 
 
-async def test_a_dropped_notification_arrives_on_the_next_retry(doku: JeniusClient, sandbox: Sandbox, inbox: Inbox) -> None:
+async def test_a_dropped_notification_arrives_on_the_next_retry(
+    doku: JeniusClient, sandbox: Sandbox, inbox: Inbox
+) -> None:
     sandbox.faults.drop_notifications = 1
     await doku.request_payment(payment("INV-1"), request_id="rid")
     await sandbox.approve("INV-1")
@@ -151,7 +153,9 @@ async def test_a_dropped_notification_arrives_on_the_next_retry(doku: JeniusClie
     assert inbox.queue.empty()
 
 
-async def test_duplicated_notifications_arrive_twice_byte_for_byte(doku: JeniusClient, sandbox: Sandbox, inbox: Inbox) -> None:
+async def test_duplicated_notifications_arrive_twice_byte_for_byte(
+    doku: JeniusClient, sandbox: Sandbox, inbox: Inbox
+) -> None:
     sandbox.faults.duplicate_notifications = True
     await doku.request_payment(payment("INV-1"), request_id="rid")
     await sandbox.approve("INV-1")
@@ -178,7 +182,9 @@ async def test_a_held_notification_is_released_by_a_flush(doku: JeniusClient, sa
     assert verified(await inbox.next()).order.invoice_number == "INV-A"
 
 
-async def test_badly_signed_notifications_fail_the_merchants_check(doku: JeniusClient, sandbox: Sandbox, inbox: Inbox) -> None:
+async def test_badly_signed_notifications_fail_the_merchants_check(
+    doku: JeniusClient, sandbox: Sandbox, inbox: Inbox
+) -> None:
     sandbox.faults.bad_notification_signature = True
     await doku.request_payment(payment("INV-1"), request_id="rid")
     await sandbox.approve("INV-1")
@@ -186,7 +192,9 @@ async def test_badly_signed_notifications_fail_the_merchants_check(doku: JeniusC
         verified(await inbox.next())
 
 
-async def test_a_tampered_notification_fails_the_merchants_check(doku: JeniusClient, sandbox: Sandbox, inbox: Inbox) -> None:
+async def test_a_tampered_notification_fails_the_merchants_check(
+    doku: JeniusClient, sandbox: Sandbox, inbox: Inbox
+) -> None:
     await doku.request_payment(payment("INV-1", amount=50_000), request_id="rid")
     await sandbox.approve("INV-1")
     received = await inbox.next()
@@ -195,7 +203,9 @@ async def test_a_tampered_notification_fails_the_merchants_check(doku: JeniusCli
         verified(forged)
 
 
-async def test_a_merchant_without_a_notification_url_gets_none(doku: JeniusClient, sandbox: Sandbox, inbox: Inbox) -> None:
+async def test_a_merchant_without_a_notification_url_gets_none(
+    doku: JeniusClient, sandbox: Sandbox, inbox: Inbox
+) -> None:
     sandbox.add_merchant(SandboxMerchant(client_id=CLIENT_ID, secret_key=SECRET_KEY, notification_url=None))
     await doku.request_payment(payment("INV-1"), request_id="rid")
     await sandbox.approve("INV-1")

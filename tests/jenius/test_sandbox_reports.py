@@ -59,17 +59,23 @@ def test_settlement_is_two_working_days_later(captured: date, settled: date) -> 
     assert settlement_date(captured) == settled
 
 
-async def test_the_report_lists_one_days_captures_with_fee_and_net(inbox: object, doku_server) -> None:  # noqa: ANN001
+async def test_the_report_lists_one_days_captures_with_fee_and_net(inbox: object, doku_server) -> None:
     # 2024-05-03 10:00 WIB = 03:00 UTC; 2024-05-03 23:30 WIB = 16:30 UTC (still the 3rd in WIB)
     clock = Clock(datetime(2024, 5, 3, 3, 0, tzinfo=UTC))
     sandbox = Sandbox(
-        merchants=[SandboxMerchant(client_id=CLIENT_ID, secret_key=SECRET_KEY)], fee_bps=150, fee_fixed=1_000, clock=clock
+        merchants=[SandboxMerchant(client_id=CLIENT_ID, secret_key=SECRET_KEY)],
+        fee_bps=150,
+        fee_fixed=1_000,
+        clock=clock,
     )
     board, url = doku_server
     board.target = sandbox.app
     try:
         async with JeniusClient(client_config(url), clock=clock) as doku:
-            await doku.request_payment(payment("INV-A", amount=100_000, report=(ReportColumn(key="order_id", value="ord_1"),)), request_id="r-a")
+            await doku.request_payment(
+                payment("INV-A", amount=100_000, report=(ReportColumn(key="order_id", value="ord_1"),)),
+                request_id="r-a",
+            )
             await doku.request_payment(payment("INV-B", amount=33_333, line_items=()), request_id="r-b")
             await doku.request_payment(payment("INV-C"), request_id="r-c")
             await doku.request_payment(payment("INV-D"), request_id="r-d")
@@ -90,14 +96,30 @@ async def test_the_report_lists_one_days_captures_with_fee_and_net(inbox: object
     assert report.splitlines()[0] == ",".join((*COLUMNS, "order_id"))
     assert rows(report) == [
         {
-            "invoice_number": "INV-A", "request_id": "r-a", "client_id": CLIENT_ID, "channel": "JENIUS",
-            "transaction_date": "2024-05-03T10:00:00+07:00", "status": "REFUNDED", "gross_amount": "100000",
-            "fee": "2500", "net_amount": "97500", "settlement_date": "2024-05-07", "order_id": "ord_1",
+            "invoice_number": "INV-A",
+            "request_id": "r-a",
+            "client_id": CLIENT_ID,
+            "channel": "JENIUS",
+            "transaction_date": "2024-05-03T10:00:00+07:00",
+            "status": "REFUNDED",
+            "gross_amount": "100000",
+            "fee": "2500",
+            "net_amount": "97500",
+            "settlement_date": "2024-05-07",
+            "order_id": "ord_1",
         },
         {
-            "invoice_number": "INV-B", "request_id": "r-b", "client_id": CLIENT_ID, "channel": "JENIUS",
-            "transaction_date": "2024-05-03T23:30:00+07:00", "status": "SUCCESS", "gross_amount": "33333",
-            "fee": "1500", "net_amount": "31833", "settlement_date": "2024-05-07", "order_id": "",
+            "invoice_number": "INV-B",
+            "request_id": "r-b",
+            "client_id": CLIENT_ID,
+            "channel": "JENIUS",
+            "transaction_date": "2024-05-03T23:30:00+07:00",
+            "status": "SUCCESS",
+            "gross_amount": "33333",
+            "fee": "1500",
+            "net_amount": "31833",
+            "settlement_date": "2024-05-07",
+            "order_id": "",
         },
     ]
     assert (served.status_code, served.text) == (200, report)

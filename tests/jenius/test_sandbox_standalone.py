@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,11 +27,25 @@ def free_port() -> int:
 
 async def test_the_standalone_sandbox_serves_signed_payments_and_stops_on_sigint() -> None:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SPLITLEDGER_SANDBOX_MERCHANTS": f"MCH-env:SK-env:http://127.0.0.1:9/n"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jenius.sandbox", "--port", str(port), "--merchant", f"{CLIENT_ID}:{SECRET_KEY}",
-         "--retry-schedule", "0.1,0.2"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "SPLITLEDGER_SANDBOX_MERCHANTS": "MCH-env:SK-env:http://127.0.0.1:9/n",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jenius.sandbox",
+        "--port",
+        str(port),
+        "--merchant",
+        f"{CLIENT_ID}:{SECRET_KEY}",
+        "--retry-schedule",
+        "0.1,0.2",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
         base_url = f"http://127.0.0.1:{port}"
@@ -51,7 +64,8 @@ async def test_the_standalone_sandbox_serves_signed_payments_and_stops_on_sigint
         assert (result.status, approved.status_code) == ("SUCCESS", 200)
     finally:
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=10)
+        stdout, _ = await asyncio.wait_for(process.communicate(), timeout=10)
+    output = stdout.decode()
     assert f"merchant {CLIENT_ID}" in output and "merchant MCH-env" in output
 
 

@@ -22,12 +22,17 @@ def signed_headers(body: bytes = NOTIFICATION, *, path: str = NOTIFY_PATH, at: d
         "Request-Id": "notif-1",
         "Request-Timestamp": timestamp,
         "Signature": signing.sign(
-            secret_key=SECRET_KEY, client_id=CLIENT_ID, request_id="notif-1", timestamp=timestamp, target=path, body=body
+            secret_key=SECRET_KEY,
+            client_id=CLIENT_ID,
+            request_id="notif-1",
+            timestamp=timestamp,
+            target=path,
+            body=body,
         ),
     }
 
 
-def check(headers: dict[str, str], body: bytes = NOTIFICATION, **overrides: object):  # noqa: ANN201
+def check(headers: dict[str, str], body: bytes = NOTIFICATION, **overrides: object):
     arguments: dict[str, object] = {
         "headers": headers,
         "body": body,

@@ -31,9 +31,7 @@ def imported_top_levels(path: Path) -> set[str]:
 def test_package_imports_point_inwards(package: str) -> None:
     files = sorted((ROOT / package).rglob("*.py"))
     assert files, f"no modules found in {package}"
-    offenders = {
-        str(path.relative_to(ROOT)): sorted(imported_top_levels(path) & FORBIDDEN[package]) for path in files
-    }
+    offenders = {str(path.relative_to(ROOT)): sorted(imported_top_levels(path) & FORBIDDEN[package]) for path in files}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 

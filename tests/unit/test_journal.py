@@ -8,7 +8,7 @@ but the idempotency key.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import msgspec
@@ -252,7 +252,7 @@ def test_equal_drafts_hash_equal(draft):
 
 @given(draft=drafts(), offset_minutes=st.integers(min_value=-12 * 60, max_value=14 * 60))
 def test_the_same_instant_in_another_time_zone_hashes_equal(draft, offset_minutes):
-    moment = draft.effective_at or datetime(2025, 1, 1, tzinfo=timezone.utc)
+    moment = draft.effective_at or datetime(2025, 1, 1, tzinfo=UTC)
     draft = msgspec.structs.replace(draft, effective_at=moment)
     shifted = msgspec.structs.replace(
         draft, effective_at=moment.astimezone(timezone(timedelta(minutes=offset_minutes)))

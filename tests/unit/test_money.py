@@ -44,7 +44,9 @@ def test_bps_half_up_is_the_nearest_rupiah_with_halves_going_up(amount: int, bps
 
 
 @FAST
-@given(numerator=st.integers(min_value=-(10**12), max_value=10**12), denominator=st.integers(min_value=1, max_value=10**6))
+@given(
+    numerator=st.integers(min_value=-(10**12), max_value=10**12), denominator=st.integers(min_value=1, max_value=10**6)
+)
 def test_div_half_up_rounds_halves_towards_plus_infinity(numerator: int, denominator: int) -> None:
     assert div_half_up(numerator, denominator) == math.floor(Fraction(numerator, denominator) + Fraction(1, 2))
 
@@ -116,9 +118,9 @@ def test_result_does_not_depend_on_the_order_of_the_parties(total: int, weights:
 @FAST
 @given(
     total=st.integers(min_value=-(10**9), max_value=10**9),
-    weights=st.dictionaries(party_keys, st.integers(min_value=-(10**6), max_value=10**6), min_size=1, max_size=6).filter(
-        lambda weights: sum(weights.values()) > 0
-    ),
+    weights=st.dictionaries(
+        party_keys, st.integers(min_value=-(10**6), max_value=10**6), min_size=1, max_size=6
+    ).filter(lambda weights: sum(weights.values()) > 0),
 )
 def test_signed_weights_still_sum_exactly_and_stay_within_one_rupiah(total: int, weights: dict[str, int]) -> None:
     weight_sum = sum(weights.values())

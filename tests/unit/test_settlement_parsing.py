@@ -111,12 +111,20 @@ def render(mapping: SettlementMapping, order: list[str], rows: list[dict[str, ob
 def test_any_column_layout_reads_the_same_lines_through_its_mapping(layout, data):
     mapping, order = layout
     rows = [
-        {mapping.invoice_number: inv, mapping.gross: f"{g:,}", mapping.fee: f, mapping.net: g - f,
-         mapping.settled_on: d.isoformat()}
+        {
+            mapping.invoice_number: inv,
+            mapping.gross: f"{g:,}",
+            mapping.fee: f,
+            mapping.net: g - f,
+            mapping.settled_on: d.isoformat(),
+        }
         for inv, g, f, d in data
     ]
     report = parse_report(render(mapping, order, rows), mapping)
-    got = [(l.line_no, l.invoice_number, l.gross, l.fee, l.net, l.settled_on, l.problem) for l in report.lines]
+    got = [
+        (line.line_no, line.invoice_number, line.gross, line.fee, line.net, line.settled_on, line.problem)
+        for line in report.lines
+    ]
     assert got == [(i, inv, g, f, g - f, d, None) for i, (inv, g, f, d) in enumerate(data, start=1)]
 
 
@@ -156,7 +164,11 @@ def test_every_problem_of_a_line_is_listed_at_once():
     (line,) = parse_report(content).lines
     assert line.problem == INVALID_LINE
     assert [part.split(":")[0] for part in line.detail.split("; ")] == [
-        "invoice_number", "gross", "net", "fee", "settled_on"
+        "invoice_number",
+        "gross",
+        "net",
+        "fee",
+        "settled_on",
     ]
 
 
@@ -196,7 +208,7 @@ def test_rows_that_are_not_payments_are_skipped_and_counted():
         b"SALE,A,1,0,1,2024-05-03\nrefund,A,-1,0,-1,2024-05-03\n payment ,B,2,0,2,2024-05-03\n,C,3,0,3,2024-05-03\n"
     )
     report = parse_report(content, mapping)
-    assert [(l.line_no, l.invoice_number) for l in report.lines] == [(1, "A"), (3, "B")]
+    assert [(line.line_no, line.invoice_number) for line in report.lines] == [(1, "A"), (3, "B")]
     assert report.skipped == 2
 
 

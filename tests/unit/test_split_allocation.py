@@ -302,7 +302,9 @@ def test_explicit_recipients_mix_percentages_and_fixed_rupiah_with_the_rest_to_t
 
 def test_the_remainder_can_go_to_a_seller_and_the_platform_can_take_a_share() -> None:
     policy = ExplicitPolicy(shares=(Share(party=PLATFORM, bps=1_000),), remainder_to="andi")
-    allocation = allocate(50_000, [LineItem(name="Paket", price=50_000, quantity=1)], policy, FeePolicy(fixed=1_000, bearer="sellers"))
+    allocation = allocate(
+        50_000, [LineItem(name="Paket", price=50_000, quantity=1)], policy, FeePolicy(fixed=1_000, bearer="sellers")
+    )
     assert allocation.parts() == {"platform": 5_000, "doku_fee": 1_000, "andi": 44_000}
 
 
@@ -371,21 +373,70 @@ def test_explicit_validation_returns_every_problem_at_once() -> None:
     ("gross", "items", "policy", "fee_policy", "basis", "code"),
     [
         (0, [], ExplicitPolicy(shares=()), FeePolicy(), "gross", "non_positive_amount"),
-        (100, [LineItem(name="x", price=50, quantity=1, seller_id="a")], CartPolicy(commission_bps=0), FeePolicy(), "gross", "items_do_not_sum"),
-        (100, [], ExplicitPolicy(shares=(Share(party="a", fixed=101),)), FeePolicy(), "gross", "fixed_shares_exceed_amount"),
-        (100, [], ExplicitPolicy(shares=(Share(party="a", fixed=60), Share(party="b", bps=5_000))), FeePolicy(), "gross", "shares_exceed_amount"),
-        (100, [], ExplicitPolicy(shares=(Share(party="a", fixed=95),)), FeePolicy(fixed=10), "net", "fixed_shares_exceed_amount"),
+        (
+            100,
+            [LineItem(name="x", price=50, quantity=1, seller_id="a")],
+            CartPolicy(commission_bps=0),
+            FeePolicy(),
+            "gross",
+            "items_do_not_sum",
+        ),
+        (
+            100,
+            [],
+            ExplicitPolicy(shares=(Share(party="a", fixed=101),)),
+            FeePolicy(),
+            "gross",
+            "fixed_shares_exceed_amount",
+        ),
+        (
+            100,
+            [],
+            ExplicitPolicy(shares=(Share(party="a", fixed=60), Share(party="b", bps=5_000))),
+            FeePolicy(),
+            "gross",
+            "shares_exceed_amount",
+        ),
+        (
+            100,
+            [],
+            ExplicitPolicy(shares=(Share(party="a", fixed=95),)),
+            FeePolicy(fixed=10),
+            "net",
+            "fixed_shares_exceed_amount",
+        ),
         (100, [], ExplicitPolicy(shares=(Share(party="a", bps=10_001),)), FeePolicy(), "gross", "percent_over_100"),
         (100, [], ExplicitPolicy(shares=(Share(party="a", bps=-1),)), FeePolicy(), "gross", "negative_rate"),
         (100, [], ExplicitPolicy(shares=(Share(party="a"),)), FeePolicy(), "gross", "invalid_share"),
         (100, [], ExplicitPolicy(shares=(), remainder_to="zaki"), FeePolicy(), "gross", "unknown_party"),
         (100, [], ExplicitPolicy(shares=()), FeePolicy(fixed=101), "gross", "fee_exceeds_amount"),
         (100, [], ExplicitPolicy(shares=()), FeePolicy(fixed=1, bearer="sellers"), "gross", "no_seller_to_bear_fee"),
-        (100, [], ExplicitPolicy(shares=(Share(party="a", fixed=1),)), FeePolicy(fixed=2, bearer="sellers"), "gross", "seller_net_negative"),
+        (
+            100,
+            [],
+            ExplicitPolicy(shares=(Share(party="a", fixed=1),)),
+            FeePolicy(fixed=2, bearer="sellers"),
+            "gross",
+            "seller_net_negative",
+        ),
         (100, [], ExplicitPolicy(shares=()), FeePolicy(), "both", "invalid_basis"),
         (100, [], CartPolicy(commission_bps=0, fixed_fee=101), FeePolicy(), "gross", "fixed_fee_exceeds_amount"),
-        (100, [LineItem(name="x", price=100, quantity=1, seller_id="a")], CartPolicy(commission_bps=9_000, fixed_fee=20), FeePolicy(), "gross", "seller_net_negative"),
-        (100, [LineItem(name="x", price=100, quantity=1, seller_id=PLATFORM)], CartPolicy(commission_bps=0), FeePolicy(), "gross", "invalid_party"),
+        (
+            100,
+            [LineItem(name="x", price=100, quantity=1, seller_id="a")],
+            CartPolicy(commission_bps=9_000, fixed_fee=20),
+            FeePolicy(),
+            "gross",
+            "seller_net_negative",
+        ),
+        (
+            100,
+            [LineItem(name="x", price=100, quantity=1, seller_id=PLATFORM)],
+            CartPolicy(commission_bps=0),
+            FeePolicy(),
+            "gross",
+            "invalid_party",
+        ),
         (100.0, [], ExplicitPolicy(shares=()), FeePolicy(), "gross", "not_an_integer"),
         (100, [], CartPolicy(commission_bps=True), FeePolicy(), "gross", "not_an_integer"),
         (100, [], "cart", FeePolicy(), "gross", "invalid_policy"),

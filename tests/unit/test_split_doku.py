@@ -99,6 +99,8 @@ def test_a_remainder_needs_a_platform_account() -> None:
 
 
 def test_a_seller_with_nothing_to_receive_gets_no_entry() -> None:
-    allocation = allocate(187_500, three_seller_cart(), CartPolicy(commission_bps=0, seller_commission_bps={"citra": 10_000}), FeePolicy())
+    allocation = allocate(
+        187_500, three_seller_cart(), CartPolicy(commission_bps=0, seller_commission_bps={"citra": 10_000}), FeePolicy()
+    )
     instruction = build_settlement_instruction(allocation, {"citra": "SBA-CITRA"}, PLATFORM_ACCOUNT)
     assert instruction == [{"bank_account_settlement_id": PLATFORM_ACCOUNT, "value": 187_500, "type": "FIX"}]
