@@ -5,9 +5,14 @@ LedgerError
 ├── UnknownAccount          unknown_account
 ├── AccountExists           account_exists       (same code, different kind/currency/flags)
 ├── InsufficientFunds       insufficient_funds   (a non-negative account would go negative)
+├── Unauthorized            unauthorized         (missing, malformed, unknown or revoked API key)
+├── PlatformExists          platform_exists
+├── InvalidPlatformId       invalid_request
 ├── IdempotencyConflict     idempotency_conflict (same key, different content)
+├── IdempotencyInProgress   idempotency_in_progress (the first request with the key is still running)
+├── IdempotencyKeyRequired  idempotency_key_required (a money-moving request sent without a key)
 ├── EntryNotFound           entry_not_found
-├── StoreUnavailable        store_unavailable    (driver/connection failure, retry later)
+├── StoreUnavailable        database_unavailable (driver/connection failure, retry later: 503)
 ├── InvariantViolated       ledger_invariant_violated (the database's last line of defence fired: a bug)
 └── MarketplaceError        (sellers, orders, refunds, settlement, payouts)
     ├── UnknownSeller            unknown_seller
@@ -25,6 +30,9 @@ LedgerError
     ├── PayoutNotFound           payout_not_found
     ├── PayoutNotPending         payout_not_pending
     ├── SettlementReportInvalid  settlement_report_invalid
+    ├── SettlementReportNotFound not_found
+    ├── ExceptionNotFound        not_found            (no such reconciliation exception)
+    ├── GatewayRulesBroken       invalid_request      (the order breaks DOKU's request rules)
     ├── GatewayNotConfigured     gateway_not_configured
     └── ClientIdTaken            client_id_taken
 """
@@ -67,12 +75,20 @@ class IdempotencyConflict(LedgerError):
     code = "idempotency_conflict"
 
 
+class IdempotencyInProgress(LedgerError):
+    code = "idempotency_in_progress"
+
+
+class IdempotencyKeyRequired(LedgerError):
+    code = "idempotency_key_required"
+
+
 class EntryNotFound(LedgerError):
     code = "entry_not_found"
 
 
 class StoreUnavailable(LedgerError):
-    code = "store_unavailable"
+    code = "database_unavailable"
 
 
 class InvariantViolated(LedgerError):
@@ -141,6 +157,32 @@ class PayoutNotPending(MarketplaceError):
 
 class SettlementReportInvalid(MarketplaceError):
     code = "settlement_report_invalid"
+
+
+class SettlementReportNotFound(MarketplaceError):
+    code = "not_found"
+
+
+class Unauthorized(LedgerError):
+    code = "unauthorized"
+
+
+class PlatformExists(LedgerError):
+    code = "platform_exists"
+
+
+class InvalidPlatformId(LedgerError):
+    code = "invalid_request"
+
+
+class ExceptionNotFound(MarketplaceError):
+    code = "not_found"
+
+
+class GatewayRulesBroken(MarketplaceError):
+    """The order breaks a rule of the gateway's (DOKU's) request format; ``problems`` lists them."""
+
+    code = "invalid_request"
 
 
 class GatewayNotConfigured(MarketplaceError):

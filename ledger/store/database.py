@@ -1,0 +1,183 @@
+"""The one owner of every transaction: ``Database`` opens it, ``UnitOfWork`` hands out the tables.
+
+Rules:
+* A use case never touches a connection. It asks ``Database.transaction(work)`` to run
+  ``work(uow)`` in one transaction and reaches each table through ``uow`` (``uow.orders``,
+  ``uow.ledger``, ``uow.keys`` …); every table's SQL lives in its own module of this package.
+* The whole unit of work is run again on a deadlock or serialization failure (with jitter), and
+  committed or rolled back as a whole: nothing is half-written.
+* Driver errors are translated at this seam (``ledger.store.driver``): an unreachable database is
+  ``StoreUnavailable`` within ``acquire_timeout_s``; the service recovers by itself once the
+  database is back, because the pool opens fresh connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import cached_property
+from typing import Literal, TypeVar
+
+import asyncpg
+import msgspec
+
+import ledger.store.driver as driver
+from ledger import errors
+from ledger.store.exceptions import ExceptionsTable
+from ledger.store.gateways import GatewaysTable
+from ledger.store.idempotency import IdempotencyKeys
+from ledger.store.inbox import InboxTable
+from ledger.store.journal import BoundLedger, ConcurrentDuplicate, LedgerStore
+from ledger.store.orders import OrdersTable
+from ledger.store.payouts import PayoutsTable
+from ledger.store.platforms import PlatformsTable
+from ledger.store.refunds import RefundsTable
+from ledger.store.reports import ReportsTable
+from ledger.store.sellers import SellersTable
+from ledger.store.settlements import SettlementsTable
+
+T = TypeVar("T")
+MAX_ATTEMPTS = 6
+TRANSIENT: tuple[type[BaseException], ...] = (*driver.RETRYABLE, ConcurrentDuplicate)
+Isolation = Literal["read_committed", "repeatable_read", "serializable"]
+
+
+class UnitOfWork:
+    """The tables of one transaction (or of one connection, for reads)."""
+
+    def __init__(self, conn: asyncpg.Connection, ledger: LedgerStore) -> None:
+        self.conn = conn
+        self._ledger = ledger
+
+    @cached_property
+    def ledger(self) -> BoundLedger:
+        return BoundLedger(self._ledger, self.conn)
+
+    @cached_property
+    def orders(self) -> OrdersTable:
+        return OrdersTable(self.conn)
+
+    @cached_property
+    def refunds(self) -> RefundsTable:
+        return RefundsTable(self.conn)
+
+    @cached_property
+    def payouts(self) -> PayoutsTable:
+        return PayoutsTable(self.conn)
+
+    @cached_property
+    def sellers(self) -> SellersTable:
+        return SellersTable(self.conn)
+
+    @cached_property
+    def exceptions(self) -> ExceptionsTable:
+        return ExceptionsTable(self.conn)
+
+    @cached_property
+    def inbox(self) -> InboxTable:
+        return InboxTable(self.conn)
+
+    @cached_property
+    def keys(self) -> IdempotencyKeys:
+        return IdempotencyKeys(self.conn)
+
+    @cached_property
+    def gateways(self) -> GatewaysTable:
+        return GatewaysTable(self.conn)
+
+    @cached_property
+    def platforms(self) -> PlatformsTable:
+        return PlatformsTable(self.conn)
+
+    @cached_property
+    def settlements(self) -> SettlementsTable:
+        return SettlementsTable(self.conn)
+
+    @cached_property
+    def reports(self) -> ReportsTable:
+        return ReportsTable(self.conn)
+
+
+class Database:
+    """The pool, and the only way to run SQL on it."""
+
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout_s: float = 2.0) -> None:
+        self.pool = pool
+        self.acquire_timeout_s = acquire_timeout_s
+        self.ledger = LedgerStore(pool, database=self)
+
+    @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
+                yield conn
+        except driver.UNAVAILABLE as exc:
+            raise driver.unavailable(exc) from exc
+        except asyncpg.exceptions.PostgresError as exc:
+            if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
+                raise driver.translate_integrity_error(exc) from exc
+            raise
+
+    async def transaction(
+        self,
+        work: Callable[[UnitOfWork], Awaitable[T]],
+        *,
+        isolation: Isolation | None = None,
+        readonly: bool = False,
+    ) -> T:
+        """Run ``await work(uow)`` in one transaction, again on transient conflicts."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                async with self._acquire() as conn, conn.transaction(isolation=isolation, readonly=readonly):
+                    return await work(UnitOfWork(conn, self.ledger))
+            except TRANSIENT:
+                if attempt == MAX_ATTEMPTS:
+                    raise errors.StoreUnavailable("gave up after repeated transaction conflicts") from None
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    async def read(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        """Run ``await work(uow)`` on one connection without an explicit transaction (reads)."""
+        async with self._acquire() as conn:
+            return await work(UnitOfWork(conn, self.ledger))
+
+    async def ping(self) -> float:
+        """Round trip to the database in seconds; ``StoreUnavailable`` when it cannot be reached."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with self._acquire() as conn:
+            await conn.fetchval("SELECT 1")
+        return loop.time() - started
+
+
+async def create_pool(
+    url: str, *, min_size: int = 2, max_size: int = 10, connect_timeout_s: float = 2.0
+) -> asyncpg.Pool:
+    """The service's pool: UTC sessions, jsonb as Python objects through msgspec (one codec, no hand decoding)."""
+    try:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=60,
+            timeout=connect_timeout_s,
+            init=init_connection,
+        )
+    except driver.UNAVAILABLE as exc:
+        raise driver.unavailable(exc) from exc
+    assert pool is not None
+    return pool
+
+
+def _encode_json(value: object) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    await conn.execute("SET TIME ZONE 'UTC'")
+    for type_name in ("jsonb", "json"):
+        await conn.set_type_codec(
+            type_name, encoder=_encode_json, decoder=msgspec.json.decode, schema="pg_catalog", format="text"
+        )

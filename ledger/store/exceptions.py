@@ -1,0 +1,87 @@
+"""The ``reconciliation_exceptions`` table: what could not be booked or did not agree, for an operator."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+
+class ReconciliationException(msgspec.Struct, frozen=True, kw_only=True):
+    exception_id: int
+    kind: str
+    source: str
+    invoice_number: str | None
+    expected: int | None
+    actual: int | None
+    detail: dict[str, Any]
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+class NewException(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str
+    source: str
+    invoice_number: str | None = None
+    expected: int | None = None
+    actual: int | None = None
+    detail: dict[str, Any] = {}
+
+
+def _exception(row: asyncpg.Record) -> ReconciliationException:
+    return ReconciliationException(**{f: row[f] for f in ReconciliationException.__struct_fields__})
+
+
+class ExceptionsTable:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def add(self, platform_id: str, found: Sequence[NewException]) -> None:
+        if not found:
+            return
+        await self.conn.execute(
+            """
+            INSERT INTO reconciliation_exceptions (platform_id, kind, source, invoice_number, expected, actual, detail)
+            SELECT $1, kind, source, invoice_number, expected, actual, detail
+              FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::jsonb[])
+                   AS s(kind, source, invoice_number, expected, actual, detail)
+            """,
+            platform_id,
+            [e.kind for e in found],
+            [e.source for e in found],
+            [e.invoice_number for e in found],
+            [e.expected for e in found],
+            [e.actual for e in found],
+            [e.detail for e in found],
+        )
+
+    async def page(self, platform_id: str, *, open_only: bool, limit: int) -> list[ReconciliationException]:
+        rows = await self.conn.fetch(
+            """
+            SELECT * FROM reconciliation_exceptions
+             WHERE platform_id = $1 AND (NOT $2 OR resolved_at IS NULL)
+             ORDER BY created_at DESC LIMIT $3
+            """,
+            platform_id,
+            open_only,
+            limit,
+        )
+        return [_exception(r) for r in rows]
+
+    async def resolve(self, platform_id: str, exception_id: int, resolution: str) -> ReconciliationException | None:
+        row = await self.conn.fetchrow(
+            """
+            UPDATE reconciliation_exceptions
+               SET resolved_at = coalesce(resolved_at, now()),
+                   detail = detail || jsonb_build_object('resolution', $3::text)
+             WHERE platform_id = $1 AND exception_id = $2
+            RETURNING *
+            """,
+            platform_id,
+            exception_id,
+            resolution,
+        )
+        return _exception(row) if row is not None else None
