@@ -1,35 +1,39 @@
-"""What a seller is owed, and the lines that explain it.
+"""What a seller is owed, and the lines that explain it (pure records and shaping).
 
 Rule: everything here is read from the ledger (account balances and postings), never recomputed
 from orders, so a seller's statement always adds up to the seller's balance. Balances are shown
 in each account's normal direction: pending and available are what the platform owes the seller,
 debt is what the seller owes the platform, and ``payable = pending + available - debt``.
 Payouts in transit have left available and are not part of ``payable``.
+
+The reads are ``ledger.service.balances`` (SQL in ``ledger.store.reports``); the CSV is
+``ledger.reports_csv``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-import asyncpg
 import msgspec
 
 from ledger import chart, errors
-from ledger.store import LedgerStore
 
 SellerAccount = Literal["pending", "available", "debt"]
 StatementScope = Literal["pending", "available", "debt", "all"]
-_ACCOUNTS: tuple[SellerAccount, ...] = ("pending", "available", "debt")
+ACCOUNTS: tuple[SellerAccount, ...] = ("pending", "available", "debt")
 
 
-def _code(seller_id: str, account: SellerAccount) -> str:
+def account_code(seller_id: str, account: SellerAccount) -> str:
     return {"pending": chart.seller_pending, "available": chart.seller_available, "debt": chart.seller_debt}[account](
         seller_id
     )
+
+
+def seller_codes(seller_id: str) -> list[str]:
+    """The seller's account codes: pending, available, debt."""
+    return [account_code(seller_id, account) for account in ACCOUNTS]
 
 
 class SellerBalances(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,23 +45,16 @@ class SellerBalances(msgspec.Struct, frozen=True, kw_only=True):
     as_of: datetime | None  # None: now
 
 
-async def seller_balances(
-    store: LedgerStore,
-    platform_id: str,
-    seller_id: str,
-    *,
-    as_of: datetime | None = None,
-    conn: asyncpg.Connection | None = None,
-) -> SellerBalances:
-    codes = [_code(seller_id, account) for account in _ACCOUNTS]
-    try:
-        found = await store.balances(platform_id, codes, as_of=as_of, conn=conn)
-    except errors.UnknownAccount as exc:
-        raise errors.SellerNotFound(f"no seller {seller_id!r}", seller_id=seller_id) from exc
-    pending, available, debt = (found[code] for code in codes)
+def seller_balances_from(seller_id: str, found: Mapping[str, int], *, as_of: datetime | None) -> SellerBalances:
+    """The seller's balances from the ledger's balances by code (``seller_codes``)."""
+    pending, available, debt = (found[code] for code in seller_codes(seller_id))
     return SellerBalances(
-        seller_id=seller_id, pending=pending, available=available, debt=debt,
-        payable=pending + available - debt, as_of=as_of,
+        seller_id=seller_id,
+        pending=pending,
+        available=available,
+        debt=debt,
+        payable=pending + available - debt,
+        as_of=as_of,
     )
 
 
@@ -91,84 +88,75 @@ class SellerStatement(msgspec.Struct, frozen=True, kw_only=True):
     next_cursor: int | None  # pass as ``after`` for the next page; None on the last page
 
 
-async def seller_statement(
-    store: LedgerStore,
-    platform_id: str,
+class SellerPosting(msgspec.Struct, frozen=True, kw_only=True):
+    """A posting on one of the seller's accounts, with its entry (as read for a statement)."""
+
+    posting_id: int
+    entry_id: int
+    account_id: int
+    amount: int  # debit positive
+    balance_after: int
+    created_at: datetime
+    kind: str
+    effective_at: datetime
+    metadata: dict[str, Any]
+
+
+def statement_scope(account: str) -> tuple[SellerAccount, ...]:
+    """The accounts a statement of ``account`` shows; ``ValueError`` for anything else."""
+    if account == "all":
+        return ACCOUNTS
+    for name in ACCOUNTS:
+        if account == name:
+            return (name,)
+    raise ValueError(f"account must be pending, available, debt or all, not {account!r}")
+
+
+def account_names(seller_id: str, codes_by_id: Mapping[int, str]) -> dict[int, SellerAccount]:
+    """Account id -> pending / available / debt; ``SellerNotFound`` unless the seller has all three."""
+    by_code = {account_code(seller_id, name): name for name in ACCOUNTS}
+    names = {account_id: by_code[code] for account_id, code in codes_by_id.items() if code in by_code}
+    if len(names) < len(ACCOUNTS):
+        raise errors.SellerNotFound(f"no seller {seller_id!r}", seller_id=seller_id)
+    return names
+
+
+def seller_statement_from(
     seller_id: str,
+    account: StatementScope,
+    postings: Sequence[SellerPosting],
     *,
-    account: StatementScope = "all",
-    after: int | None = None,
-    limit: int = 100,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    limit: int,
+    names: Mapping[int, SellerAccount],
+    balances_before: Mapping[int, int],
 ) -> SellerStatement:
-    """A seller's postings oldest first with a running balance; keyset-paginated by posting id.
+    """A page of the statement from up to ``limit + 1`` postings (one more says there is a next page).
 
-    ``since`` (inclusive) and ``until`` (exclusive) bound the posting time; the running balance
-    still counts everything before the first line shown.
+    ``balances_before`` is each account's balance before the first posting (only the ``all``
+    statement needs it, to run ``payable`` from there).
     """
-    if account not in ("pending", "available", "debt", "all"):
-        raise ValueError(f"account must be pending, available, debt or all, not {account!r}")
-    scope: tuple[SellerAccount, ...] = _ACCOUNTS if account == "all" else (account,)
-    async with store.pool.acquire() as conn:
-        ids = {
-            r["account_id"]: r["code"]
-            for r in await conn.fetch(
-                "SELECT account_id, code FROM accounts WHERE platform_id = $1 AND code = ANY($2::text[])",
-                platform_id,
-                [_code(seller_id, a) for a in _ACCOUNTS],
-            )
-        }
-        if len(ids) < len(_ACCOUNTS):
-            raise errors.SellerNotFound(f"no seller {seller_id!r}", seller_id=seller_id)
-        name_of: dict[int, SellerAccount] = {
-            account_id: next(a for a in _ACCOUNTS if _code(seller_id, a) == code) for account_id, code in ids.items()
-        }
-        wanted = [account_id for account_id, name in name_of.items() if name in scope]
-        rows = await conn.fetch(
-            """
-            SELECT p.posting_id, p.entry_id, p.account_id, p.amount, p.balance_after, p.created_at,
-                   e.kind, e.effective_at, e.metadata
-              FROM postings p
-              JOIN journal_entries e ON e.platform_id = p.platform_id AND e.entry_id = p.entry_id
-             WHERE p.platform_id = $1 AND p.account_id = ANY($2::bigint[]) AND p.posting_id > $3
-               AND ($5::timestamptz IS NULL OR p.created_at >= $5)
-               AND ($6::timestamptz IS NULL OR p.created_at < $6)
-             ORDER BY p.posting_id
-             LIMIT $4
-            """,
-            platform_id,
-            wanted,
-            after or 0,
-            limit + 1,
-            since,
-            until,
-        )
-        page = rows[:limit]
-        current: dict[int, int] = {}
-        if account == "all" and page:
-            current = await _balances_before(conn, platform_id, list(name_of), page[0]["posting_id"])
-
+    page = postings[:limit]
+    current = dict(balances_before)
     lines = []
-    for r in page:
-        name = name_of[r["account_id"]]
-        meta = _metadata(r["metadata"])
+    for p in page:
+        name = names[p.account_id]
         if account == "all":
-            current[r["account_id"]] = r["balance_after"]
-            by_name = {name_of[a]: b for a, b in current.items()}
-            balance = by_name["pending"] + by_name["available"] - by_name["debt"]
-            change = -r["amount"]  # a credit raises pending/available, a debit raises debt
+            current[p.account_id] = p.balance_after
+            by_name = {names[a]: b for a, b in current.items()}
+            balance = by_name.get("pending", 0) + by_name.get("available", 0) - by_name.get("debt", 0)
+            change = -p.amount  # a credit raises pending/available, a debit raises debt
         else:
-            balance = r["balance_after"]
-            change = r["amount"] if name == "debt" else -r["amount"]
+            balance = p.balance_after
+            change = p.amount if name == "debt" else -p.amount
+        meta = p.metadata
         lines.append(
             SellerStatementLine(
-                posting_id=r["posting_id"],
-                entry_id=r["entry_id"],
-                at=r["created_at"],
-                effective_at=r["effective_at"],
+                posting_id=p.posting_id,
+                entry_id=p.entry_id,
+                at=p.created_at,
+                effective_at=p.effective_at,
                 account=name,
-                kind=r["kind"],
+                kind=p.kind,
                 change=change,
                 balance=balance,
                 invoice_number=meta.get("invoice_number"),
@@ -181,51 +169,5 @@ async def seller_statement(
         seller_id=seller_id,
         account=account,
         lines=tuple(lines),
-        next_cursor=lines[-1].posting_id if len(rows) > limit else None,
+        next_cursor=lines[-1].posting_id if lines and len(postings) > limit else None,
     )
-
-
-async def _balances_before(
-    conn: asyncpg.Connection, platform_id: str, account_ids: list[int], posting_id: int
-) -> dict[int, int]:
-    rows = await conn.fetch(
-        """
-        SELECT a.account_id,
-               coalesce((SELECT q.balance_after FROM postings q
-                          WHERE q.platform_id = $1 AND q.account_id = a.account_id AND q.posting_id < $3
-                          ORDER BY q.account_version DESC LIMIT 1), 0) AS balance
-          FROM unnest($2::bigint[]) AS a(account_id)
-        """,
-        platform_id,
-        account_ids,
-        posting_id,
-    )
-    return {r["account_id"]: r["balance"] for r in rows}
-
-
-def _metadata(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    return msgspec.json.decode(value) if isinstance(value, str) else dict(value)
-
-
-STATEMENT_COLUMNS = (
-    "posting_id", "entry_id", "at", "account", "kind", "change", "balance",
-    "invoice_number", "refund_id", "report_id", "payout_id",
-)
-
-
-def statement_csv(lines: Iterable[SellerStatementLine]) -> str:
-    """A statement as CSV, one row per line, amounts as plain integers of rupiah."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(STATEMENT_COLUMNS)
-    for line in lines:
-        writer.writerow(
-            (
-                line.posting_id, line.entry_id, line.at.isoformat(), line.account, line.kind, line.change,
-                line.balance, line.invoice_number or "", line.refund_id or "", line.report_id or "",
-                line.payout_id or "",
-            )
-        )
-    return out.getvalue()
