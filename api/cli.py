@@ -12,13 +12,20 @@ import os
 import sys
 from collections.abc import Sequence
 
-import asyncpg
-
-from api.database import resolve_database_url
+from api.database import EmbeddedPostgres, resolve_database_url
+from api.demo import run_demo
+from api.runtime import import_settlement_file, run_status_check_once
+from jenius.sandbox import build_arg_parser as sandbox_arguments
+from jenius.sandbox import run_from_args
+from ledger.service.gateways import configure_gateway
+from ledger.service.platforms import create_platform
+from ledger.store import Database
+from ledger.store.database import create_pool
+from ledger.store.gateways import GatewaySettings
 from migrations.runner import migrate_url
 
 
-def _with_database(args: argparse.Namespace) -> tuple[str, object]:
+def _with_database(args: argparse.Namespace) -> tuple[str, EmbeddedPostgres | None]:
     url, embedded = resolve_database_url(getattr(args, "database_url", None))
     return url, embedded
 
@@ -35,27 +42,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_platforms_create(args: argparse.Namespace) -> int:
-    from api.gateways import configure_gateway
-    from api.platforms import create_platform
-
     url, embedded = _with_database(args)
 
     async def run() -> tuple[str, str]:
         await migrate_url(url)
-        conn = await asyncpg.connect(url)
+        pool = await create_pool(url, min_size=1, max_size=2)
+        db = Database(pool)
         try:
-            platform_id, key = await create_platform(conn, args.name, args.id)
+            platform_id, key = await create_platform(db, args.name, args.id)
             if args.doku_client_id:
-                await configure_gateway(
-                    conn,
-                    platform_id,
+                settings = GatewaySettings(
                     client_id=args.doku_client_id,
                     secret_key=args.doku_secret_key or "",
                     base_url=args.doku_base_url,
                 )
+                await configure_gateway(db, platform_id, settings)
             return platform_id, key
         finally:
-            await conn.close()
+            await pool.close()
 
     try:
         platform_id, key = asyncio.run(run())
@@ -110,21 +114,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from jenius.sandbox import run_from_args
-
     run_from_args(args)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from api.demo import run_demo
-
     return asyncio.run(run_demo(port=args.port, keep_running=args.keep_running))
 
 
 def cmd_status_check(args: argparse.Namespace) -> int:
-    from api.runtime import run_status_check_once
-
     url, embedded = _with_database(args)
     try:
         checked = asyncio.run(run_status_check_once(url, older_than_s=args.older_than))
@@ -136,8 +134,6 @@ def cmd_status_check(args: argparse.Namespace) -> int:
 
 
 def cmd_import_settlement(args: argparse.Namespace) -> int:
-    from api.runtime import import_settlement_file
-
     url, embedded = _with_database(args)
     try:
         summary = asyncio.run(
@@ -176,8 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--doku-base-url")
     create.set_defaults(func=cmd_platforms_create)
 
-    from jenius.sandbox import build_arg_parser as sandbox_arguments
-
     sandbox = sub.add_parser("sandbox", help="run the simulated DOKU on its own")
     sandbox_arguments(sandbox)
     sandbox.set_defaults(func=cmd_sandbox)
@@ -203,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    code: int = args.func(args)
+    return code
 
 
 if __name__ == "__main__":

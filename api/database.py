@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
+from ledger.store.database import create_pool
 
 
 def default_data_dir() -> Path:
@@ -39,14 +39,14 @@ class EmbeddedPostgres:
         # pgserver logs every pg_ctl call at INFO and platformdirs warns about XDG_RUNTIME_DIR.
         logging.getLogger("pgserver").setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        import pgserver
+        from pgserver.postgres_server import get_server
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(self.data_dir, cleanup_mode=self.cleanup)
-        return self._server.get_uri()
+        self._server = get_server(self.data_dir, cleanup_mode=self.cleanup)
+        return str(self._server.get_uri())
 
     def uri(self, database: str | None = None) -> str:
-        return self._server.get_uri(database)
+        return str(self._server.get_uri(database))
 
     def stop(self) -> None:
         if self._server is not None:
@@ -63,12 +63,4 @@ def resolve_database_url(database_url: str | None = None) -> tuple[str, Embedded
     return embedded.start(), embedded
 
 
-async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, command_timeout=60, init=_init_connection
-    )
-
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    # jsonb travels as text through msgspec in the store; keep asyncpg's defaults for everything else.
-    await conn.execute("SET TIME ZONE 'UTC'")
+__all__ = ["EmbeddedPostgres", "create_pool", "default_data_dir", "resolve_database_url"]

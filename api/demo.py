@@ -10,21 +10,23 @@ the morning reconciliation — printing the balances at each step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import sys
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import asyncpg
 import httpx
 
 from api.app import create_app
 from api.database import resolve_database_url
-from api.platforms import create_platform
 from api.serving import serve_app
 from api.settings import load_settings
 from jenius.sandbox import Sandbox, SandboxMerchant, serve_sandbox
+from ledger.service.platforms import create_platform
+from ledger.store import Database
+from ledger.store.database import create_pool
 from migrations.runner import migrate_url
 
 WIB = timezone(timedelta(hours=7), "WIB")
@@ -42,7 +44,11 @@ def table(title: str, header: list[str], rows: list[list[Any]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
 
     def line(row: list[str]) -> str:
-        return "  │ " + " │ ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + " │"
+        return (
+            "  │ "
+            + " │ ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+            + " │"
+        )
 
     rule = "  ├─" + "─┼─".join("─" * w for w in widths) + "─┤"
     top = "  ┌─" + "─┬─".join("─" * w for w in widths) + "─┐"
@@ -75,18 +81,29 @@ class Story:
         tb = await self.call("GET", "/v1/ledger/trial-balance")
         platform = {line["account"]: line["balance"] for line in tb["lines"]}
         print(table(title, ["seller", "pending", "available", "debt"], rows))
-        print(table("platform accounts", ["account", "balance"], [
-            [code, rupiah(platform.get(code, 0))]
-            for code in ("doku:clearing", "doku:fees_withheld", "platform:commission", "platform:bank",
-                         "payouts:in_transit")
-        ]))
+        print(
+            table(
+                "platform accounts",
+                ["account", "balance"],
+                [
+                    [code, rupiah(platform.get(code, 0))]
+                    for code in (
+                        "doku:clearing",
+                        "doku:fees_withheld",
+                        "platform:commission",
+                        "platform:bank",
+                        "payouts:in_transit",
+                    )
+                ],
+            )
+        )
         totals = tb["totals"].get("IDR", 0)
         say(None, f"trial balance: debits − credits = {rupiah(totals)} {'✓' if totals == 0 else '✗'}")
 
     async def wait_for(self, invoice: str, status: str, timeout_s: float = 10.0) -> dict[str, Any]:
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
-            order = await self.call("GET", f"/v1/orders/{invoice}")
+            order: dict[str, Any] = await self.call("GET", f"/v1/orders/{invoice}")
             if order["status"] == status or asyncio.get_running_loop().time() > deadline:
                 return order
             await asyncio.sleep(0.05)
@@ -96,34 +113,53 @@ async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str, c
     invoice = f"INV-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(3).upper()}"
     say(1, f"Platform {platform_id} created; its API key is printed once:\n    {api_key}")
 
-    say(2, "The platform registers its DOKU merchant account: fee 1.5 % + Rp 1.000 borne by the platform, "
-           "commission 5 %")
-    await story.call("PUT", "/v1/platform/gateway", json={
-        "client_id": client_id, "secret_key": "SK-demo-secret", "fee_bps": FEE_BPS, "fee_fixed": FEE_FIXED,
-        "fee_bearer": "platform", "commission_bps": 500,
-    })
+    say(
+        2,
+        "The platform registers its DOKU merchant account: fee 1.5 % + Rp 1.000 borne by the platform, commission 5 %",
+    )
+    await story.call(
+        "PUT",
+        "/v1/platform/gateway",
+        json={
+            "client_id": client_id,
+            "secret_key": "SK-demo-secret",
+            "fee_bps": FEE_BPS,
+            "fee_fixed": FEE_FIXED,
+            "fee_bearer": "platform",
+            "commission_bps": 500,
+        },
+    )
 
     say(3, "Two sellers join: batik-sari (default 5 %) and kopi-kita (negotiated 3 %)")
     await story.call("POST", "/v1/sellers", json={"seller_id": "batik-sari", "name": "Batik Sari"})
     await story.call("POST", "/v1/sellers", json={"seller_id": "kopi-kita", "name": "Kopi Kita", "commission_bps": 300})
 
     say(4, f"A customer checks out a cart: order {invoice}")
-    order = await story.call("POST", "/v1/orders", headers={"Idempotency-Key": f"order-{invoice}"}, json={
-        "invoice_number": invoice,
-        "amount": 385_000,
-        "line_items": [
-            {"name": "Batik tulis", "price": 150_000, "quantity": 2, "seller_id": "batik-sari"},
-            {"name": "Kopi Gayo 250 g", "price": 85_000, "quantity": 1, "seller_id": "kopi-kita"},
-        ],
-        "customer": {"name": "Astari", "email": "astari@example.com", "phone": "081288910205"},
-        "redirect_url": "https://toko.example/return",
-        "cash_tag": "$astari",
-    })
+    order = await story.call(
+        "POST",
+        "/v1/orders",
+        headers={"Idempotency-Key": f"order-{invoice}"},
+        json={
+            "invoice_number": invoice,
+            "amount": 385_000,
+            "line_items": [
+                {"name": "Batik tulis", "price": 150_000, "quantity": 2, "seller_id": "batik-sari"},
+                {"name": "Kopi Gayo 250 g", "price": 85_000, "quantity": 1, "seller_id": "kopi-kita"},
+            ],
+            "customer": {"name": "Astari", "email": "astari@example.com", "phone": "081288910205"},
+            "redirect_url": "https://toko.example/return",
+            "cash_tag": "$astari",
+        },
+    )
     alloc = order["allocation"]
-    rows = [[s["seller_id"], rupiah(s["subtotal"]), rupiah(s["commission"]), rupiah(s["net"])] for s in alloc["sellers"]]
+    rows = [
+        [s["seller_id"], rupiah(s["subtotal"]), rupiah(s["commission"]), rupiah(s["net"])] for s in alloc["sellers"]
+    ]
     rows.append(["platform (commission − DOKU fee)", "", "", rupiah(alloc["platform"])])
     rows.append(["DOKU fee", "", "", rupiah(alloc["doku_fee"])])
-    rows.append(["total", "", "", rupiah(sum(s["net"] for s in alloc["sellers"]) + alloc["platform"] + alloc["doku_fee"])])
+    rows.append(
+        ["total", "", "", rupiah(sum(s["net"] for s in alloc["sellers"]) + alloc["platform"] + alloc["doku_fee"])]
+    )
     print(table(f"frozen allocation of {rupiah(alloc['gross'])}", ["party", "items", "commission", "share"], rows))
     say(None, f"signed payment request sent to DOKU (Request-Id {order['doku_request_id']}); status: {order['status']}")
 
@@ -132,44 +168,82 @@ async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str, c
     order = await story.wait_for(invoice, "captured")
     entry_path = order["links"]["capture_entry"]
     entry = await story.call("GET", entry_path)
-    print(table(f"capture: journal entry #{entry['entry_id']} (debit +, credit −)", ["account", "amount"],
-                [[p["account"], rupiah(p["amount"])] for p in entry["postings"]]))
+    print(
+        table(
+            f"capture: journal entry #{entry['entry_id']} (debit +, credit −)",
+            ["account", "amount"],
+            [[p["account"], rupiah(p["amount"])] for p in entry["postings"]],
+        )
+    )
     await story.balances("seller balances after capture")
 
     say(6, "The customer returns the coffee: a partial refund of Rp 85.000 through DOKU")
-    refund = await story.call("POST", f"/v1/orders/{invoice}/refunds", headers={"Idempotency-Key": f"refund-{invoice}"},
-                              json={"amount": 85_000, "reason": "item returned", "mode": "gateway"})
-    print(table(f"refund {refund['refund_id']}: {refund['status']}, reversed per party", ["party", "reversed"],
-                [[party, rupiah(amount)] for party, amount in (refund["reversal"] or {}).items()]))
+    refund = await story.call(
+        "POST",
+        f"/v1/orders/{invoice}/refunds",
+        headers={"Idempotency-Key": f"refund-{invoice}"},
+        json={"amount": 85_000, "reason": "item returned", "mode": "gateway"},
+    )
+    print(
+        table(
+            f"refund {refund['refund_id']}: {refund['status']}, reversed per party",
+            ["party", "reversed"],
+            [[party, rupiah(amount)] for party, amount in (refund["reversal"] or {}).items()],
+        )
+    )
     await story.balances("seller balances after the refund")
 
     say(7, "Two working days later DOKU settles; its settlement report is imported")
     today = datetime.now(WIB).date()
     report = await story.call("GET", f"{story.sandbox_url}/_sandbox/settlements/{today.isoformat()}.csv")
     print("\n" + "\n".join("    " + line for line in report.strip().splitlines()[:3]))
-    summary = await story.call("POST", "/v1/settlements", content=report.encode(),
-                               headers={"Content-Type": "text/csv", "X-Source-Name": f"doku-{today}.csv"})
-    say(None, f"report {summary['report_id']}: {summary['booked']} line(s) booked, "
-              f"{summary['exception_count']} exception(s), net {rupiah(summary['net'])} to the platform's bank")
-    say(None, "doku:clearing now shows −Rp 85.000: DOKU settled the full order and paid the customer's refund "
-              "itself, so it will deduct that from a later settlement")
+    summary = await story.call(
+        "POST",
+        "/v1/settlements",
+        content=report.encode(),
+        headers={"Content-Type": "text/csv", "X-Source-Name": f"doku-{today}.csv"},
+    )
+    say(
+        None,
+        f"report {summary['report_id']}: {summary['booked']} line(s) booked, "
+        f"{summary['exception_count']} exception(s), net {rupiah(summary['net'])} to the platform's bank",
+    )
+    say(
+        None,
+        "doku:clearing now shows −Rp 85.000: DOKU settled the full order and paid the customer's refund "
+        "itself, so it will deduct that from a later settlement",
+    )
     await story.balances("seller balances after settlement")
 
     say(8, "The platform pays batik-sari out")
     batik = await story.call("GET", "/v1/sellers/batik-sari/balances")
-    payout = await story.call("POST", "/v1/payouts", headers={"Idempotency-Key": f"payout-{invoice}"},
-                              json={"seller_id": "batik-sari", "amount": batik["available"], "reference": "BCA-TRX-001"})
-    payout = await story.call("POST", f"/v1/payouts/{payout['payout_id']}/confirm", json={"reference": "BCA-TRX-001"})
+    payout = await story.call(
+        "POST",
+        "/v1/payouts",
+        headers={"Idempotency-Key": f"payout-{invoice}"},
+        json={"seller_id": "batik-sari", "amount": batik["available"], "reference": "BCA-TRX-001"},
+    )
+    payout = await story.call(
+        "POST",
+        f"/v1/payouts/{payout['payout_id']}/confirm",
+        headers={"Idempotency-Key": f"confirm-{invoice}"},
+        json={"reference": "BCA-TRX-001"},
+    )
     say(None, f"payout {payout['payout_id']}: {rupiah(payout['amount'])} {payout['status']}")
     await story.balances("seller balances after the payout")
 
     say(9, "The morning reconciliation")
-    rec = await story.call("GET", "/v1/reconciliation", params={"period_start": today.isoformat(),
-                                                                 "period_end": today.isoformat()})
+    rec = await story.call(
+        "GET", "/v1/reconciliation", params={"period_start": today.isoformat(), "period_end": today.isoformat()}
+    )
     print(reconciliation_table(rec))
     clean = bool(rec.get("clean"))
-    say(None, "clean: every rupiah captured is settled, refunded or owed, and sellers' balances match the books ✓"
-        if clean else "NOT clean: " + "; ".join(i.get("message", str(i)) for i in rec.get("issues", [])))
+    say(
+        None,
+        "clean: every rupiah captured is settled, refunded or owed, and sellers' balances match the books ✓"
+        if clean
+        else "NOT clean: " + "; ".join(i.get("message", str(i)) for i in rec.get("issues", [])),
+    )
     say(None, f"explore: {base_url}/docs   (Authorization: Bearer <the key above>)")
     return clean
 
@@ -186,7 +260,10 @@ def reconciliation_table(rec: dict[str, Any]) -> str:
             ["DOKU fees on them", rupiah(rec["doku_fees"])],
             ["refunded through DOKU", rupiah(rec["refunded_gateway"]["amount"])],
             ["refunded by bank transfer", rupiah(rec["refunded_manual"]["amount"])],
-            ["still unsettled by DOKU", f"{owed['unsettled']['count']} order(s), {rupiah(owed['unsettled']['amount'])}"],
+            [
+                "still unsettled by DOKU",
+                f"{owed['unsettled']['count']} order(s), {rupiah(owed['unsettled']['amount'])}",
+            ],
             ["of which overdue (> T+2)", f"{owed['overdue']['count']} order(s), {rupiah(owed['overdue']['amount'])}"],
             ["doku:clearing balance", rupiah(owed["clearing_balance"])],
             ["open exceptions", str(rec["open_exceptions"])],
@@ -207,8 +284,13 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
         await migrate_url(url)
         sandbox = Sandbox(fee_bps=FEE_BPS, fee_fixed=FEE_FIXED, retry_schedule_s=(1, 5, 30))
         async with serve_sandbox(sandbox) as sandbox_url:
-            settings = load_settings(database_url=url, doku_base_url=sandbox_url, log_json=False,
-                                     auto_migrate=False, status_check_enabled=False)
+            settings = load_settings(
+                database_url=url,
+                doku_base_url=sandbox_url,
+                log_json=False,
+                auto_migrate=False,
+                status_check_enabled=False,
+            )
             app = create_app(settings)
             for name in ("splitledger", "httpx", "uvicorn", "uvicorn.error"):
                 logging.getLogger(name).setLevel(logging.WARNING)
@@ -216,25 +298,30 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
                 print(f"DOKU sandbox:  {sandbox_url}")
                 print(f"splitledger:   {base_url}  (OpenAPI docs at {base_url}/docs)")
                 client_id = f"MCH-DEMO-{secrets.token_hex(4).upper()}"
-                sandbox.add_merchant(SandboxMerchant(client_id=client_id, secret_key="SK-demo-secret",
-                                                     notification_url=base_url + settings.notification_path))
-                conn = await asyncpg.connect(url)
+                sandbox.add_merchant(
+                    SandboxMerchant(
+                        client_id=client_id,
+                        secret_key="SK-demo-secret",
+                        notification_url=base_url + settings.notification_path,
+                    )
+                )
+                pool = await create_pool(url, min_size=1, max_size=2)
                 try:
-                    platform_id, api_key = await create_platform(conn, "Toko Nusantara")
+                    platform_id, api_key = await create_platform(Database(pool), "Toko Nusantara")
                 finally:
-                    await conn.close()
-                async with httpx.AsyncClient(base_url=base_url, timeout=30,
-                                             headers={"Authorization": f"Bearer {api_key}"}) as client:
+                    await pool.close()
+                async with httpx.AsyncClient(
+                    base_url=base_url, timeout=30, headers={"Authorization": f"Bearer {api_key}"}
+                ) as client:
                     story = Story(client, sandbox_url, ["batik-sari", "kopi-kita"])
-                    clean = await tell(story, platform_id=platform_id, api_key=api_key, base_url=base_url,
-                                       client_id=client_id)
+                    clean = await tell(
+                        story, platform_id=platform_id, api_key=api_key, base_url=base_url, client_id=client_id
+                    )
                 if keep_running:
                     print("\nThe service and the sandbox keep running; Ctrl-C stops them.", flush=True)
                     print(f"  curl -H 'Authorization: Bearer {api_key}' {base_url}/v1/sellers/batik-sari/balances")
-                    try:
+                    with contextlib.suppress(asyncio.CancelledError):
                         await asyncio.Event().wait()
-                    except asyncio.CancelledError:
-                        pass
                 await sandbox.aclose()
         return 0 if clean else 1
     finally:

@@ -1,142 +1,104 @@
-"""HTTP idempotency for every POST: ``Idempotency-Key`` replays the first answer.
+"""HTTP idempotency: the ``Idempotency-Key`` of every POST, handed to the use case as a ``Keyed``.
 
-Rules: same key + same method, path, query, body-reading headers and body → the stored answer,
-byte for byte; same key with a different request → 409 ``idempotency_conflict``; a key whose first
-request is still running → 409 ``idempotency_in_progress`` (a claim older than
-``ABANDONED_AFTER_S`` was left by a process that died, and the next request with the key runs
-it). Answers with 5xx are not stored (the key is released), so a retry after an outage runs the
-request again. Keys are per platform.
+Rules: the key's outcome is committed in the same transaction as the request's effect (see
+``ledger.service.idempotency``); same key + same method, path, query, body-reading headers and body
+→ the stored answer, byte for byte (``Idempotent-Replayed: true``); same key with a different
+request → 409 ``idempotency_conflict``; while the first request with the key is between phases →
+409 ``idempotency_in_progress``. Routes that move money declare ``opt={"idempotency": "required"}``
+and answer 400 ``idempotency_key_required`` without a key. A refused request (4xx) is remembered
+too; a 5xx is not an answer: the key's progress is kept and the next retry resumes it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-import asyncpg
+import msgspec
 from litestar import Request, Response
 
-from api.problems import ApiError
+from api.problems import PROBLEM_JSON, ApiError, handle_domain_error, is_domain_error
+from api.services import Services
+from ledger import errors
+from ledger.service.faults import InjectedCrash
+from ledger.service.idempotency import Answer, Keyed, Replayed
 
+T = TypeVar("T")
 MAX_KEY_LENGTH = 255
-# Longer than any request can take (DOKU calls time out after 15 s and are tried 3 times).
-ABANDONED_AFTER_S = 300
+REQUIRED = {"idempotency": "required"}  # route opt of the POSTs that move money
+
+_encode = msgspec.json.Encoder().encode
 
 
-def request_fingerprint(method: str, path: str, body: bytes) -> bytes:
-    return hashlib.sha256(method.encode() + b"\0" + path.encode() + b"\0" + body).digest()
+def request_fingerprint(method: str, target: str, body: bytes) -> bytes:
+    return hashlib.sha256(method.encode() + b"\0" + target.encode() + b"\0" + body).digest()
 
 
-async def idempotent(
-    request: Request, pool: asyncpg.Pool, platform_id: str, run: Callable[[], Awaitable[Response]]
-) -> Response:
+async def provide_keyed(request: Request[Any, Any, Any], services: Services, platform_id: str) -> Keyed:
+    """Dependency: this request's ``Keyed`` (its key, or none)."""
     key = request.headers.get("idempotency-key")
     if key is None:
-        return await run()
-    if not key or len(key) > MAX_KEY_LENGTH:
+        if request.route_handler.opt.get("idempotency") == "required":
+            raise errors.IdempotencyKeyRequired("this request moves money: send an Idempotency-Key header")
+    elif not key or len(key) > MAX_KEY_LENGTH:
         raise ApiError("invalid_request", f"Idempotency-Key must be 1..{MAX_KEY_LENGTH} characters")
-    # The query string is part of the request (e.g. a settlement report's column mapping).
+    # The query string is part of the request (e.g. a settlement report's column mapping), and so
+    # are the headers that change how the body is read.
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    # So are the headers that change how the body is read.
     for header in ("content-type", "x-source-name"):
         target += f"\0{header}={request.headers.get(header, '')}"
-    fingerprint = request_fingerprint(request.method, target, await request.body())
-    inserted = await pool.fetchval(
-        """
-        INSERT INTO idempotency_keys (platform_id, key, request_hash) VALUES ($1, $2, $3)
-        ON CONFLICT (platform_id, key) DO NOTHING RETURNING true
-        """,
+    fingerprint = request_fingerprint(request.method, target, await request.body()) if key else b""
+    return Keyed(
+        services.db,
         platform_id,
         key,
         fingerprint,
-    )
-    if not inserted:
-        row = await pool.fetchrow(
-            "SELECT request_hash, status, response_status, response_body FROM idempotency_keys "
-            "WHERE platform_id = $1 AND key = $2",
-            platform_id,
-            key,
-        )
-        if row is None:  # released between our insert and select: treat as in progress
-            raise ApiError("idempotency_in_progress", "retry shortly")
-        if bytes(row["request_hash"]) != fingerprint:
-            raise ApiError("idempotency_conflict", "this Idempotency-Key was used for a different request")
-        if row["status"] != "done" and not await _take_over_abandoned(pool, platform_id, key):
-            raise ApiError("idempotency_in_progress", "the first request with this key is still running")
-        if row["status"] != "done":
-            return await _run_and_remember(request, pool, platform_id, key, run)
-        return Response(
-            bytes(row["response_body"]),
-            status_code=row["response_status"],
-            media_type="application/json" if row["response_status"] < 400 else "application/problem+json",
-            headers={"Idempotent-Replayed": "true"},
-        )
-    return await _run_and_remember(request, pool, platform_id, key, run)
-
-
-async def _take_over_abandoned(pool: asyncpg.Pool, platform_id: str, key: str) -> bool:
-    """A claim older than any request can run belongs to a process that died: take it over."""
-    return bool(
-        await pool.fetchval(
-            """
-            UPDATE idempotency_keys SET created_at = now()
-             WHERE platform_id = $1 AND key = $2 AND status = 'in_progress'
-               AND created_at < now() - make_interval(secs => $3)
-            RETURNING true
-            """,
-            platform_id,
-            key,
-            float(ABANDONED_AFTER_S),
-        )
+        _unset,
+        lease_s=services.settings.idempotency_lease_s,
+        faults=services.faults,
     )
 
 
-async def _run_and_remember(
-    request: Request, pool: asyncpg.Pool, platform_id: str, key: str, run: Callable[[], Awaitable[Response]]
-) -> Response:
+def _unset(_: object) -> Answer:
+    raise AssertionError("answer() sets the encoder")
+
+
+def _response(answer: Answer, *, replayed: bool = False) -> Response[bytes]:
+    return Response(
+        answer.body,
+        status_code=answer.status,
+        media_type="application/json" if answer.status < 400 else PROBLEM_JSON,
+        headers={"Idempotent-Replayed": "true"} if replayed else None,
+    )
+
+
+async def answer(
+    request: Request[Any, Any, Any],
+    keyed: Keyed,
+    work: Callable[[], Awaitable[T]],
+    out: Callable[[T], object] = lambda value: value,
+) -> Response[Any]:
+    """Run the use case under its key and answer with exactly the bytes stored for the key."""
+    status = request.route_handler.status_code or 200
+    keyed.encode = lambda result: Answer(status=status, body=_encode(out(result)))  # type: ignore[arg-type]
     try:
-        response = await run()
-    except ApiError as exc:
-        if exc.code.startswith("idempotency"):
-            await _release(pool, platform_id, key)
-            raise
-        await _store_error(request, pool, platform_id, key, exc)
-        raise
+        await work()
+    except Replayed as replay:
+        return _response(replay.answer, replayed=True)
+    except InjectedCrash:
+        raise  # a test's "process died here": nothing more happens, not even releasing the key
     except Exception as exc:
-        from api.problems import PROBLEMS
-
-        status = PROBLEMS.get(getattr(exc, "code", ""), (500, ""))[0]
-        if status >= 500:
-            await _release(pool, platform_id, key)
-        else:
-            await _store_error(request, pool, platform_id, key, exc)
-        raise
-    body = response.content if isinstance(response.content, bytes) else None
-    if body is None or response.status_code >= 500:
-        await _release(pool, platform_id, key)
-        return response
-    await _remember(pool, platform_id, key, response.status_code, body)
-    return response
-
-
-async def _remember(pool: asyncpg.Pool, platform_id: str, key: str, status: int, body: bytes) -> None:
-    await pool.execute(
-        "UPDATE idempotency_keys SET status = 'done', response_status = $3, response_body = $4 "
-        "WHERE platform_id = $1 AND key = $2",
-        platform_id,
-        key,
-        status,
-        body,
-    )
-
-
-async def _store_error(request: Request, pool: asyncpg.Pool, platform_id: str, key: str, exc: Exception) -> None:
-    """A 4xx answer is part of the first answer too: replay it for the same request."""
-    from api.problems import handle_domain_error
-
-    response = handle_domain_error(request, exc)
-    await _remember(pool, platform_id, key, response.status_code, response.content)
-
-
-async def _release(pool: asyncpg.Pool, platform_id: str, key: str) -> None:
-    await pool.execute("DELETE FROM idempotency_keys WHERE platform_id = $1 AND key = $2", platform_id, key)
+        if getattr(exc, "code", "").startswith("idempotency"):
+            raise  # about the key itself: nothing to remember, nothing of ours to release
+        if not is_domain_error(exc):
+            await keyed.abandon()
+            raise
+        refused = handle_domain_error(request, exc)
+        if (refused.status_code or 500) >= 500:
+            await keyed.abandon()
+            return refused
+        assert isinstance(refused.content, bytes)
+        return _response(await keyed.remember(Answer(status=refused.status_code or 500, body=refused.content)))
+    assert keyed.answer is not None
+    return _response(keyed.answer)

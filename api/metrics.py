@@ -43,10 +43,12 @@ class Metrics:
         ]
         for (method, route), buckets in sorted(self.latency_buckets.items()):
             labels = f'method="{method}",route="{route}"'
-            for bound, n in zip(BUCKETS, buckets):
+            for bound, n in zip(BUCKETS, buckets, strict=False):  # buckets has one more: +Inf
                 out.append(f'splitledger_http_request_duration_seconds_bucket{{{labels},le="{bound}"}} {n}')
             out.append(f'splitledger_http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {buckets[-1]}')
-            out.append(f"splitledger_http_request_duration_seconds_sum{{{labels}}} {self.latency_sum[(method, route)]:.6f}")
+            out.append(
+                f"splitledger_http_request_duration_seconds_sum{{{labels}}} {self.latency_sum[(method, route)]:.6f}"
+            )
             out.append(f"splitledger_http_request_duration_seconds_count{{{labels}}} {buckets[-1]}")
         names = sorted({name for name, _ in self.events})
         for name in names:

@@ -10,7 +10,9 @@ import logging
 import re
 import secrets
 import time
-from typing import Any
+
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.logs import current_request_id
 from api.metrics import METRICS
@@ -20,11 +22,11 @@ SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         incoming = None
@@ -38,7 +40,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status_holder = {"status": 500}
 
-        async def send_with_id(message: dict) -> None:
+        async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 headers = list(message.get("headers", []))
@@ -51,7 +53,7 @@ class RequestContextMiddleware:
         finally:
             current_request_id.reset(token)
             elapsed = time.perf_counter() - started
-            label = scope.get("path_template") or "unmatched"
+            label = str(scope.get("path_template") or "unmatched")
             METRICS.observe_request(scope.get("method", "GET"), label, status_holder["status"], elapsed)
             log.info(
                 "request",

@@ -2,26 +2,27 @@
 
 Rules: the platform is found by the notification's ``Client-Id``; the signature is checked over
 the raw bytes with the path of our own notification URL as Request-Target; every delivery — good,
-duplicate, forged or malformed — is kept in ``notifications`` with its outcome; a SUCCESS goes
-through the one capture path (group-committed, idempotent by ``capture:<invoice>``); mismatches
-are never posted but become reconciliation exceptions; DOKU gets a 2xx as soon as that is done.
+duplicate, forged or malformed — is kept in the inbox with its outcome; a SUCCESS goes through the
+one capture path (group-committed, idempotent by ``capture:<invoice>``); mismatches are never posted
+but become reconciliation exceptions; DOKU gets a 2xx as soon as that is done. With the database
+down the answer is 503, so DOKU delivers again later.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import msgspec
 
-from api.gateways import gateway_for_client_id
 from api.metrics import METRICS
-from api.payments import apply_transaction_status
+from api.services import Services
 from jenius import errors as jerrors
 from jenius.client import header, verify_notification
 from jenius.messages import decode_notification
+from ledger.service import gateways, orders
+from ledger.store.inbox import Delivery
 
 log = logging.getLogger("splitledger.notifications")
 
@@ -31,18 +32,6 @@ class NotificationAck(msgspec.Struct, frozen=True, kw_only=True):
     outcome: str
 
 
-async def _keep(services: Any, platform_id: str, *, request_id: str | None, invoice: str | None,
-                status: str | None, amount: int | None, body: bytes, outcome: str, detail: str | None = None) -> None:
-    await services.pool.execute(
-        """
-        INSERT INTO notifications (platform_id, request_id, invoice_number, transaction_status, amount, body,
-                                   outcome, detail)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-        """,
-        platform_id, request_id, invoice, status, amount, body, outcome, detail,
-    )
-
-
 def _invoice_of(body: bytes) -> str | None:
     try:
         return decode_notification(body).order.invoice_number
@@ -50,29 +39,19 @@ def _invoice_of(body: bytes) -> str | None:
         return None
 
 
-async def _check_later(services: Any, platform_id: str, invoice: str) -> None:
-    from api.payments import check_order_status
-
-    async def run() -> None:
-        try:
-            await check_order_status(services, platform_id, invoice)
-        except Exception:  # noqa: BLE001 - the background status checker will try again
-            log.exception("status check after a stale notification failed", extra={"invoice_number": invoice})
-
-    tasks = services.extras.setdefault("background", set())
-    task = asyncio.create_task(run())
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
+async def _keep(services: Services, platform_id: str, delivery: Delivery) -> None:
+    await services.db.transaction(lambda uow: uow.inbox.keep(platform_id, delivery))
 
 
-async def receive_notification(services: Any, headers: dict[str, str], body: bytes) -> tuple[str, str | None]:
+async def receive_notification(services: Services, headers: Mapping[str, str], body: bytes) -> tuple[str, str | None]:
     """Handle one delivery; returns ``(outcome, error_code)`` where error_code means "answer non-2xx"."""
     client_id = header(headers, "Client-Id")
-    gateway = await gateway_for_client_id(services.pool, client_id) if client_id else None
+    gateway = await gateways.gateway_for_client_id(services.db, client_id) if client_id else None
     if gateway is None:
         METRICS.count("notifications", "unknown_client_id")
         log.warning("notification for an unknown Client-Id", extra={"client_id": client_id})
         return "unknown_client_id", "unknown_client_id"
+    platform_id = gateway.platform_id
     request_id = header(headers, "Request-Id")
     settings = services.settings
     max_age = timedelta(seconds=settings.notification_max_age_s) if settings.notification_max_age_s else None
@@ -92,17 +71,56 @@ async def receive_notification(services: Any, headers: dict[str, str], body: byt
             # The signature held, only the clock did not: ask DOKU itself instead of trusting the body.
             invoice = _invoice_of(body)
             if invoice is not None:
-                await _check_later(services, gateway.platform_id, invoice)
-        await _keep(services, gateway.platform_id, request_id=request_id, invoice=invoice, status=None, amount=None,
-                    body=body, outcome=exc.code, detail=str(exc))
+                stale_invoice = invoice
+                services.background.spawn(
+                    lambda: _check(services, platform_id, stale_invoice), f"status-check-{stale_invoice}"
+                )
+        await _keep(
+            services,
+            platform_id,
+            Delivery(
+                request_id=request_id,
+                invoice_number=invoice,
+                transaction_status=None,
+                amount=None,
+                body=body,
+                outcome=exc.code,
+                detail=str(exc),
+            ),
+        )
         return exc.code, exc.code
-    invoice = notification.order.invoice_number
+    invoice_number = notification.order.invoice_number
     amount = int(notification.order.amount)
     status = notification.transaction.status
-    outcome = await apply_transaction_status(
-        services, gateway.platform_id, invoice, amount, status, notification.transaction.date, "notification"
+    outcome = await orders.apply_payment_status(
+        services.db,
+        services.batcher,
+        platform_id,
+        invoice_number,
+        amount,
+        status,
+        notification.transaction.date,
+        "notification",
     )
     METRICS.count("notifications", outcome)
-    await _keep(services, gateway.platform_id, request_id=request_id, invoice=invoice, status=status, amount=amount,
-                body=body, outcome=outcome)
+    if outcome in ("captured", "duplicate", "amount_mismatch", "unknown_invoice"):
+        METRICS.count("captures", outcome)
+    await _keep(
+        services,
+        platform_id,
+        Delivery(
+            request_id=request_id,
+            invoice_number=invoice_number,
+            transaction_status=status,
+            amount=amount,
+            body=body,
+            outcome=outcome,
+        ),
+    )
     return outcome, None
+
+
+async def _check(services: Services, platform_id: str, invoice_number: str) -> None:
+    await orders.check_order_status(
+        services.db, services.doku, services.batcher, services.plain(platform_id), platform_id, invoice_number
+    )

@@ -16,10 +16,14 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 
 from api.middleware import SANE_REQUEST_ID  # the same rule as for matched routes
+from jenius.errors import JeniusError
+from ledger.errors import LedgerError
+from ledger.store.driver import is_unavailable
 
 log = logging.getLogger("splitledger.api")
 
 PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_S = "1"  # what a 503 tells the client to wait: the database is usually back within seconds
 
 # code -> (HTTP status, title)
 PROBLEMS: dict[str, tuple[int, str]] = {
@@ -32,13 +36,14 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "method_not_allowed": (405, "Method not allowed"),
     "idempotency_conflict": (409, "Idempotency-Key reused with a different request"),
     "idempotency_in_progress": (409, "A request with this Idempotency-Key is still being processed"),
+    "idempotency_key_required": (400, "This request moves money: send an Idempotency-Key header"),
     # ledger
     "invalid_entry": (422, "The journal entry is invalid"),
     "unknown_account": (404, "Unknown ledger account"),
     "account_exists": (409, "The account exists with different attributes"),
     "insufficient_funds": (422, "Insufficient funds"),
     "entry_not_found": (404, "Unknown journal entry"),
-    "store_unavailable": (503, "The database is unavailable"),
+    "database_unavailable": (503, "The database is unavailable; retry shortly"),
     "ledger_invariant_violated": (500, "Internal error: the ledger refused an inconsistent write"),
     # split engine
     "split_invalid": (422, "The split does not add up"),
@@ -66,6 +71,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "payout_not_found": (404, "Unknown payout"),
     "payout_not_pending": (409, "The payout is not pending"),
     "settlement_report_invalid": (422, "The settlement report cannot be read"),
+    "settlement_report_not_found": (404, "Unknown settlement report"),
     "gateway_not_configured": (409, "The platform has no DOKU credentials configured"),
     "client_id_taken": (409, "This DOKU Client-Id is registered to another platform"),
     "invalid_signature": (401, "Invalid DOKU signature"),
@@ -80,6 +86,20 @@ PROBLEMS: dict[str, tuple[int, str]] = {
 }
 
 
+class ApiError(Exception):
+    """An error raised by the API layer itself (not a domain error)."""
+
+    def __init__(self, code: str, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or code)
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+
+# Every domain error tree carries a stable ``code``; the table above maps codes to statuses.
+DOMAIN_ERRORS: tuple[type[Exception], ...] = (LedgerError, JeniusError, ApiError)
+
+
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     type: str
     title: str
@@ -92,31 +112,21 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     extra: dict[str, Any] | None = None
 
 
-class ApiError(Exception):
-    """An error raised by the API layer itself (not a domain error)."""
-
-    def __init__(self, code: str, detail: str | None = None, **extra: Any) -> None:
-        super().__init__(detail or code)
-        self.code = code
-        self.detail = detail
-        self.extra = extra
-
-
 def problem(
-    request: Request | None,
+    request: Request[Any, Any, Any] | None,
     code: str,
     detail: str | None = None,
     *,
     errors: list[dict[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
     status: int | None = None,
-) -> Response:
+) -> Response[Any]:
     default_status, title = PROBLEMS.get(code, (status or 400, code.replace("_", " ")))
     status = status or default_status
     request_id = request.scope.get("state", {}).get("request_id") if request is not None else None
     # The request-context middleware adds X-Request-Id to every answer of a matched route; errors the
     # router raises itself (no such path or method) never pass through it, so they get an id here.
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = {"Retry-After": RETRY_AFTER_S} if status == 503 else {}
     if request is not None and request_id is None:
         incoming = request.headers.get("x-request-id")
         request_id = incoming if incoming and SANE_REQUEST_ID.match(incoming) else secrets.token_hex(8)
@@ -151,7 +161,7 @@ def _problems_of(exc: Exception) -> list[dict[str, Any]] | None:
     return out
 
 
-def handle_domain_error(request: Request, exc: Exception) -> Response:
+def handle_domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     code = getattr(exc, "code", "internal_error")
     if code not in PROBLEMS:
         log.warning("error code %s has no problem mapping", code)
@@ -177,7 +187,7 @@ def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def handle_http_exception(request: Request, exc: HTTPException) -> Response:
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if isinstance(exc, ValidationException):
         errors = exc.extra if isinstance(exc.extra, list) else None
         return problem(request, "invalid_request", str(exc.__cause__ or exc.detail), errors=errors)
@@ -194,7 +204,15 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     return problem(request, f"http_{exc.status_code}", exc.detail, status=exc.status_code)
 
 
-def handle_unexpected(request: Request, exc: Exception) -> Response:
+def is_domain_error(exc: BaseException) -> bool:
+    return isinstance(exc, DOMAIN_ERRORS)
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     request_id = request.scope.get("state", {}).get("request_id")
+    if is_unavailable(exc):
+        # A driver error that escaped the store's seam: still an outage, not a bug in the request.
+        log.warning("database unavailable outside the store seam", extra={"request_id": request_id})
+        return problem(request, "database_unavailable", type(exc).__name__)
     log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
     return problem(request, "internal_error", None)

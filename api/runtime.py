@@ -1,187 +1,92 @@
-"""Background parts of the service, started and stopped by the app's lifespan, plus the same
-operator tasks for the CLI (status checks, settlement import)."""
+"""Background loops of the service (status fallback, idempotency-key pruning, the DOKU probe) and the
+operator tasks the CLI runs with the same ``Services``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from datetime import UTC, datetime
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
-
-from api.batcher import CaptureBatcher
-from api.gateways import GatewayClients
-from api.metrics import METRICS
+from api.services import Services, close_services, open_services
+from api.settings import Settings, load_settings
+from ledger.service import orders
+from ledger.service import settlement as settlement_service
+from ledger.settlement_report import mapping_from_spec
+from ledger.store.database import UnitOfWork
 
 log = logging.getLogger("splitledger.runtime")
 
 
-async def _start_gateways(services: Any) -> None:
-    services.extras["gateways"] = GatewayClients(services.settings, transport=services.extras.get("doku_transport"))
+async def check_stale_orders(services: Services, older_than_s: int) -> int:
+    return await orders.check_stale_orders(
+        services.db,
+        services.doku,
+        services.batcher,
+        before=datetime.now(UTC) - timedelta(seconds=older_than_s),
+        plain=services.plain(""),
+    )
 
 
-async def _stop_gateways(services: Any) -> None:
-    background = list(services.extras.pop("background", ()))
-    for task in background:
-        task.cancel()
-    await asyncio.gather(*background, return_exceptions=True)
-    await services.extras["gateways"].aclose()
+async def prune_keys(services: Services) -> int:
+    before = datetime.now(UTC) - timedelta(hours=services.settings.idempotency_retention_h)
+
+    async def prune(uow: UnitOfWork) -> int:
+        return sum([await uow.keys.prune(p, before) for p in await uow.platforms.ids()])
+
+    return await services.db.transaction(prune)
 
 
-async def _start_batcher(services: Any) -> None:
-    batcher = CaptureBatcher(services.ledger)
-    await batcher.start()
-    services.extras["batcher"] = batcher
-
-
-async def _stop_batcher(services: Any) -> None:
-    await services.extras["batcher"].stop()
-
-
-async def _status_loop(services: Any) -> None:
-    from api.payments import check_stale_orders
-
-    settings = services.settings
+async def _every(seconds: float, name: str, work: object) -> None:
+    assert callable(work)
     while True:
-        await asyncio.sleep(settings.status_check_interval_s)
+        await asyncio.sleep(seconds)
         try:
-            checked = await check_stale_orders(services, settings.status_check_after_s)
-            if checked:
-                log.info("status fallback", extra={"checked": checked})
+            done = await work()
+            if done:
+                log.info(name, extra={"count": done})
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("status fallback failed; will try again")
+            log.exception("%s failed; will try again", name)
 
 
-async def _start_status_checker(services: Any) -> None:
-    if services.settings.status_check_enabled:
-        services.extras["status_task"] = asyncio.create_task(_status_loop(services), name="status-checker")
-
-
-async def _stop_status_checker(services: Any) -> None:
-    task = services.extras.pop("status_task", None)
-    if task is not None:
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-
-
-class DokuProbe:
-    """Is DOKU reachable? Checked in the background so ``/health`` answers at once.
-
-    Any HTTP answer from a DOKU base URL counts as reachable (DOKU has no public health endpoint);
-    a connection error or a timeout does not. The URLs are the configured default and every
-    platform-specific base URL a DOKU client has been built for.
-    """
-
-    def __init__(self, services: Any, interval_s: float = 30.0, timeout_s: float = 3.0) -> None:
-        self.services = services
-        self.interval_s = interval_s
-        self.timeout_s = timeout_s
-        self.last: dict[str, Any] = {"ok": False, "checked_at": None, "endpoints": []}
-        self._task: asyncio.Task[None] | None = None
-
-    def urls(self) -> list[str]:
-        found = {self.services.settings.doku_base_url}
-        gateways = self.services.extras.get("gateways")
-        if gateways is not None:
-            found |= gateways.base_urls()
-        return sorted(found)
-
-    async def check(self) -> dict[str, Any]:
-        endpoints = []
-        async with httpx.AsyncClient(timeout=self.timeout_s, trust_env=False) as client:
-            for url in self.urls():
-                started = time.perf_counter()
-                try:
-                    response = await client.get(url)
-                    endpoints.append({"url": url, "ok": True, "status": response.status_code,
-                                      "latency_ms": round((time.perf_counter() - started) * 1000, 1)})
-                except httpx.HTTPError as exc:
-                    endpoints.append({"url": url, "ok": False, "error": type(exc).__name__})
-        self.last = {"ok": all(e["ok"] for e in endpoints), "checked_at": datetime.now(UTC).isoformat(),
-                     "endpoints": endpoints}
-        METRICS.count("doku_probes", "reachable" if self.last["ok"] else "unreachable")
-        return self.last
-
-    async def __call__(self) -> dict[str, Any]:
-        return self.last
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - a probe never takes the service down
-                log.exception("DOKU probe failed")
-            await asyncio.sleep(self.interval_s)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="doku-probe")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
-async def _start_probe(services: Any) -> None:
-    probe = DokuProbe(services, interval_s=services.settings.doku_probe_interval_s)
-    if services.settings.doku_probe_interval_s > 0:
-        probe.start()
-    services.extras["doku_probe"] = probe
-
-
-async def _stop_probe(services: Any) -> None:
-    await services.extras["doku_probe"].stop()
-
-
-# What talking to DOKU and capturing need; the CLI's status check starts just these.
-DOKU_HOOKS = [(_start_gateways, _stop_gateways), (_start_batcher, _stop_batcher)]
-
-
-def hooks() -> list[tuple[Any, Any]]:
-    return [*DOKU_HOOKS, (_start_status_checker, _stop_status_checker), (_start_probe, _stop_probe)]
+def start_background(services: Services) -> None:
+    settings = services.settings
+    if settings.status_check_enabled:
+        services.background.spawn(
+            lambda: _every(
+                settings.status_check_interval_s,
+                "status fallback",
+                lambda: check_stale_orders(services, settings.status_check_after_s),
+            ),
+            "status-checker",
+        )
+    if settings.idempotency_prune_interval_s > 0:
+        services.background.spawn(
+            lambda: _every(
+                settings.idempotency_prune_interval_s, "idempotency keys pruned", lambda: prune_keys(services)
+            ),
+            "key-pruner",
+        )
+    services.probe.start()
 
 
 async def run_status_check_once(url: str, *, older_than_s: int | None = None) -> int:
-    from api.database import create_pool
-    from api.payments import check_stale_orders
-    from api.settings import load_settings
-
-    from api.app import Services
-    from api.platforms import ApiKeyVerifier
-    from ledger.store import LedgerStore
-
     settings = load_settings()
-    pool = await create_pool(url, min_size=1, max_size=4)
-    services = Services(settings=settings, pool=pool, ledger=LedgerStore(pool), verifier=ApiKeyVerifier(pool))
+    services = await open_services(settings, url)
     try:
-        for start, _ in DOKU_HOOKS:
-            await start(services)
-        return await check_stale_orders(services, settings.status_check_after_s if older_than_s is None else older_than_s)
+        return await check_stale_orders(
+            services, settings.status_check_after_s if older_than_s is None else older_than_s
+        )
     finally:
-        for _, stop in reversed(DOKU_HOOKS):
-            await stop(services)
-        await pool.close()
+        await close_services(services)
 
 
 async def import_settlement_file(url: str, platform_id: str, path: str, *, mapping: str | None, progress: bool) -> str:
-    import sys
-
-    from api.database import create_pool
-    from ledger.settlement import import_settlement_report, mapping_from_spec
-    from ledger.store import LedgerStore
-
-    content = Path(path).read_bytes()
-    pool = await create_pool(url, min_size=1, max_size=4)
+    content = await asyncio.to_thread(Path(path).read_bytes)
+    services = await open_services(Settings(), url)
 
     def show(done: int, total: int) -> None:
         if progress:
@@ -191,12 +96,16 @@ async def import_settlement_file(url: str, platform_id: str, path: str, *, mappi
             sys.stderr.flush()
 
     try:
-        summary = await import_settlement_report(
-            pool, LedgerStore(pool), platform_id, source_name=Path(path).name, content=content,
-            mapping=mapping_from_spec(mapping), progress=show,
+        summary = await settlement_service.import_settlement_report(
+            services.db,
+            platform_id,
+            source_name=Path(path).name,
+            content=content,
+            mapping=mapping_from_spec(mapping),
+            progress=show,
         )
     finally:
-        await pool.close()
+        await close_services(services)
     if progress:
         sys.stderr.write("\n")
     return str(summary)

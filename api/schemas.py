@@ -1,33 +1,26 @@
 """Wire types of the marketplace API (``…In`` for requests, ``…Out`` for answers).
 
 Rule: amounts are integer rupiah, rates integer basis points; constraints live in ``Meta`` so that
-bad input is rejected at the edge with ``invalid_request`` before any state is touched.
+bad input is rejected at the edge with ``invalid_request`` before any state is touched. Each ``…In``
+turns into the use case's own input (``draft()``); each ``…Out`` is made from a domain record.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Request
 from msgspec import Meta
 
 from api.problems import ApiError
-
-T = TypeVar("T")
-
-
-async def strict(request: Request, data: T) -> T:
-    """Re-read a body strictly: Litestar converts leniently ("50000" or 50000.0 become 50000), and a
-    money API takes integers as integers — no strings, no floats."""
-    if data is None:
-        return data
-    try:
-        return msgspec.json.decode(await request.body(), type=type(data))
-    except msgspec.ValidationError as exc:
-        raise ApiError("invalid_request", str(exc)) from exc
-
+from ledger import split
+from ledger.orders import CartSplit, ExplicitSplit, Order, OrderDraft
+from ledger.refunds import Refund
+from ledger.service.payouts import PayoutDraft
+from ledger.service.refunds import RefundDraft
+from ledger.service.sellers import SellerDraft
+from ledger.store.gateways import GatewaySettings
 
 Rupiah = Annotated[int, Meta(ge=1, le=999_999_999_999, description="whole rupiah")]
 NonNegativeRupiah = Annotated[int, Meta(ge=0, le=999_999_999_999, description="whole rupiah")]
@@ -35,14 +28,14 @@ Bps = Annotated[int, Meta(ge=0, le=10_000, description="basis points (10000 = 10
 Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 
 
-class Struct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
-    pass
+class Struct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Wire types refuse fields they do not know: in a money API a typo is an error."""
 
 
 # -- platform -------------------------------------------------------------------------------
 
 
-class GatewayIn(Struct):
+class GatewayIn(Struct, frozen=True, kw_only=True):
     client_id: Annotated[str, Meta(min_length=1, max_length=128)]
     secret_key: Annotated[str, Meta(min_length=1, max_length=256)]
     base_url: str | None = None
@@ -58,7 +51,7 @@ class GatewayIn(Struct):
 # -- sellers --------------------------------------------------------------------------------
 
 
-class SellerIn(Struct):
+class SellerIn(Struct, frozen=True, kw_only=True):
     seller_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$", examples=["batik-sari"])]
     name: Annotated[str, Meta(min_length=1, max_length=200, examples=["Batik Sari"])]
     commission_bps: Bps | None = None
@@ -69,40 +62,40 @@ class SellerIn(Struct):
 # -- orders ---------------------------------------------------------------------------------
 
 
-class ItemIn(Struct):
+class ItemIn(Struct, frozen=True, kw_only=True):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     price: NonNegativeRupiah
     quantity: Annotated[int, Meta(ge=1, le=1_000_000)]
     seller_id: Id | None = None
 
 
-class CustomerIn(Struct):
+class CustomerIn(Struct, frozen=True, kw_only=True):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     email: Annotated[str, Meta(min_length=3, max_length=200)]
     phone: str | None = None
 
 
-class ShareIn(Struct):
+class ShareIn(Struct, frozen=True, kw_only=True):
     party: Id
     bps: Bps | None = None
     fixed: NonNegativeRupiah | None = None
 
 
-class CartSplitIn(Struct, tag="cart"):
+class CartSplitIn(Struct, frozen=True, kw_only=True, tag="cart"):
     """Each item's seller gets its subtotal less the platform's commission."""
 
     commission_bps: Bps | None = None  # overrides the platform's and the sellers' rates for this order
     fixed_fee: NonNegativeRupiah = 0
 
 
-class ExplicitSplitIn(Struct, tag="explicit"):
+class ExplicitSplitIn(Struct, frozen=True, kw_only=True, tag="explicit"):
     """Named shares in basis points or rupiah; the remainder goes to ``remainder_to``."""
 
     shares: list[ShareIn]
     remainder_to: str = "platform"
 
 
-class OrderIn(Struct):
+class OrderIn(Struct, frozen=True, kw_only=True):
     invoice_number: Annotated[str, Meta(min_length=1, max_length=64, examples=["INV-20261124-0001"])]
     amount: Annotated[int, Meta(ge=1, le=999_999_999_999, description="whole rupiah", examples=[385_000])]
     line_items: Annotated[
@@ -128,7 +121,7 @@ class OrderIn(Struct):
     metadata: dict[str, Any] = {}
 
 
-class SellerShareOut(Struct):
+class SellerShareOut(Struct, frozen=True, kw_only=True):
     seller_id: str
     subtotal: int
     commission: int
@@ -136,7 +129,7 @@ class SellerShareOut(Struct):
     net: int
 
 
-class AllocationOut(Struct):
+class AllocationOut(Struct, frozen=True, kw_only=True):
     gross: int
     doku_fee: int
     fee_bearer: str
@@ -145,7 +138,7 @@ class AllocationOut(Struct):
     sellers: list[SellerShareOut]
 
 
-class OrderOut(Struct):
+class OrderOut(Struct, frozen=True, kw_only=True):
     invoice_number: str
     amount: int
     status: str
@@ -162,7 +155,7 @@ class OrderOut(Struct):
     links: dict[str, str]
 
 
-class OrderPage(Struct):
+class OrderPage(Struct, frozen=True, kw_only=True):
     items: list[OrderOut]
     next_cursor: str | None
 
@@ -170,7 +163,7 @@ class OrderPage(Struct):
 # -- refunds --------------------------------------------------------------------------------
 
 
-class RefundIn(Struct):
+class RefundIn(Struct, frozen=True, kw_only=True):
     amount: Annotated[int, Meta(ge=1, le=999_999_999_999, description="whole rupiah", examples=[85_000])]
     reason: Annotated[str, Meta(min_length=1, max_length=500, examples=["item returned"])]
     mode: Literal["gateway", "manual"] = "gateway"
@@ -178,7 +171,7 @@ class RefundIn(Struct):
     parties: dict[str, NonNegativeRupiah] | None = None  # explicit per-party amounts
 
 
-class RefundOut(Struct):
+class RefundOut(Struct, frozen=True, kw_only=True):
     refund_id: str
     invoice_number: str
     amount: int
@@ -193,35 +186,145 @@ class RefundOut(Struct):
     completed_at: datetime | None
 
 
-class RefundCompleteIn(Struct):
+class RefundCompleteIn(Struct, frozen=True, kw_only=True):
     reference: str | None = None
 
 
 # -- payouts --------------------------------------------------------------------------------
 
 
-class PayoutIn(Struct):
+class PayoutIn(Struct, frozen=True, kw_only=True):
     seller_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$", examples=["batik-sari"])]
     amount: Annotated[int, Meta(ge=1, le=999_999_999_999, description="whole rupiah", examples=[222_078])]
     reference: Annotated[str, Meta(examples=["BCA-TRX-001"])] | None = None
     status: Literal["pending", "paid"] = "pending"
 
 
-class PayoutFailIn(Struct):
+class PayoutFailIn(Struct, frozen=True, kw_only=True):
     reason: Annotated[str, Meta(min_length=1, max_length=500)]
 
 
-class PayoutConfirmIn(Struct):
+class PayoutConfirmIn(Struct, frozen=True, kw_only=True):
     reference: str | None = None
 
 
 # -- settlement -----------------------------------------------------------------------------
 
 
-class SettlementImportIn(Struct):
+class SettlementImportIn(Struct, frozen=True, kw_only=True):
     """A settlement report as JSON: either ``lines`` or a CSV document in ``csv``."""
 
     source_name: str = "api"
     csv: str | None = None
     lines: list[dict[str, Any]] | None = None
     mapping: dict[str, str] | None = None
+
+
+# -- from the wire to the use cases, and back -----------------------------------------------
+
+
+def gateway_settings(data: GatewayIn) -> GatewaySettings:
+    return msgspec.convert(msgspec.structs.asdict(data), GatewaySettings)
+
+
+def seller_draft(data: SellerIn) -> SellerDraft:
+    return SellerDraft(**msgspec.structs.asdict(data))
+
+
+def order_draft(data: OrderIn) -> OrderDraft:
+    chosen = data.split
+    split_input: CartSplit | ExplicitSplit = (
+        CartSplit(commission_bps=chosen.commission_bps, fixed_fee=chosen.fixed_fee)
+        if isinstance(chosen, CartSplitIn)
+        else ExplicitSplit(
+            shares=tuple(split.Share(party=s.party, bps=s.bps, fixed=s.fixed) for s in chosen.shares),
+            remainder_to=chosen.remainder_to,
+        )
+    )
+    return OrderDraft(
+        invoice_number=data.invoice_number,
+        amount=data.amount,
+        line_items=tuple(
+            split.LineItem(name=i.name, price=i.price, quantity=i.quantity, seller_id=i.seller_id)
+            for i in data.line_items
+        ),
+        customer={"name": data.customer.name, "email": data.customer.email, "phone": data.customer.phone},
+        redirect_url=data.redirect_url,
+        cash_tag=data.cash_tag,
+        split=split_input,
+        fee_bearer=data.fee_bearer,
+        basis=data.basis,
+        refund_commission=data.refund_commission,
+        request=msgspec.to_builtins(data),
+    )
+
+
+def refund_draft(data: RefundIn) -> RefundDraft:
+    if data.mode == "manual" and not data.reference:
+        raise ApiError("invalid_request", "a manual refund needs the reference of the transfer that paid it")
+    return RefundDraft(
+        amount=data.amount, reason=data.reason, mode=data.mode, reference=data.reference, parties=data.parties
+    )
+
+
+def payout_draft(data: PayoutIn) -> PayoutDraft:
+    return PayoutDraft(
+        seller_id=data.seller_id, amount=data.amount, reference=data.reference, mark_paid=data.status == "paid"
+    )
+
+
+def order_out(order: Order) -> OrderOut:
+    allocation = order.allocation
+    return OrderOut(
+        invoice_number=order.invoice_number,
+        amount=order.amount,
+        status=order.status,
+        allocation=AllocationOut(
+            gross=allocation.gross,
+            doku_fee=allocation.fee,
+            fee_bearer=allocation.fee_bearer,
+            basis=allocation.basis,
+            platform=allocation.platform,
+            sellers=[
+                SellerShareOut(
+                    seller_id=s.seller_id,
+                    subtotal=s.subtotal,
+                    commission=s.commission,
+                    fee_share=s.fee_share,
+                    net=s.net,
+                )
+                for s in allocation.sellers
+            ],
+        ),
+        refunded_amount=order.refunded_amount,
+        refundable_amount=order.amount - order.refund_reserved if order.status == "captured" else 0,
+        captured_at=order.captured_at,
+        settled_at=order.settled_at,
+        doku_request_id=order.doku_request_id,
+        doku_error=order.doku_error,
+        closed_reason=order.closed_reason,
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+        links={
+            "self": f"/v1/orders/{order.invoice_number}",
+            "refunds": f"/v1/orders/{order.invoice_number}/refunds",
+            "capture_entry": f"/v1/ledger/entries/{order.capture_entry_id}" if order.capture_entry_id else "",
+        },
+    )
+
+
+def refund_out(refund: Refund) -> RefundOut:
+    return RefundOut(
+        refund_id=refund.refund_id,
+        invoice_number=refund.invoice_number,
+        amount=refund.amount,
+        reason=refund.reason,
+        mode=refund.mode,
+        reference=refund.reference,
+        status=refund.status,
+        reversal=refund.reversal.parts() if refund.reversal is not None else None,
+        entry_id=refund.entry_id,
+        failure=refund.failure,
+        created_at=refund.created_at,
+        completed_at=refund.completed_at,
+    )

@@ -15,7 +15,7 @@ async def serve_app(app: Any, host: str = "127.0.0.1", port: int = 0) -> AsyncIt
     """Start ``app`` with uvicorn on ``host:port`` (0 = any free port); yield its base URL."""
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="warning", access_log=False)
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    setattr(server, "install_signal_handlers", lambda: None)  # noqa: B010 - uvicorn has no public switch
     task = asyncio.create_task(server.serve(), name="uvicorn")
     while not server.started:
         if task.done():

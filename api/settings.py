@@ -44,6 +44,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Jenius settles T+2 working days; used by reconciliation for "still owed by DOKU".
     settlement_days: int = 2
     log_json: bool = True
+    # How long a pooled connection may be waited for before the request answers 503.
+    db_acquire_timeout_s: float = 2.0
+    # Idempotency keys: how long an execution holds a key between its phases (a crashed process's
+    # lease lapses after this), and how long finished keys are kept before they may be pruned.
+    idempotency_lease_s: float = 60.0
+    idempotency_retention_h: int = 24
+    idempotency_prune_interval_s: int = 3600
+    # Fault injection for tests: phase boundaries that fail once (see ledger.service.faults);
+    # fault_mode "exit" ends the process there like kill -9. Empty in production.
+    faults: str = ""
+    fault_mode: str = "raise"
 
 
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

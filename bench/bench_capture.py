@@ -19,37 +19,45 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import asyncpg  # noqa: E402
+import asyncpg
 
-from api.batcher import CaptureBatcher  # noqa: E402
-from api.database import create_pool  # noqa: E402
-from api.platforms import create_platform  # noqa: E402
-from bench.common import fresh_database, machine  # noqa: E402
-from ledger import chart, orders, split  # noqa: E402
-from ledger.sellers import create_seller  # noqa: E402
-from ledger.store import LedgerStore  # noqa: E402
+from api.database import create_pool
+from bench.common import fresh_database, machine
+from ledger import chart, orders, split
+from ledger.service.capture import CaptureBatcher, capture
+from ledger.service.platforms import create_platform
+from ledger.service.sellers import SellerDraft, add_seller
+from ledger.store import Database, LedgerStore
 
 
 async def seed(pool: asyncpg.Pool, store: LedgerStore, count: int, prefix: str) -> tuple[str, list[str]]:
-    async with pool.acquire() as conn:
-        platform_id, _ = await create_platform(conn, f"bench {prefix}")
+    db = Database(pool)
+    platform_id, _ = await create_platform(db, f"bench {prefix}")
     for s in ("s1", "s2", "s3"):
-        await create_seller(pool, store, platform_id, seller_id=s, name=s)
+        await db.transaction(lambda uow, s=s: add_seller(uow, platform_id, SellerDraft(seller_id=s, name=s)))
     policy = orders.OrderPolicy(split=split.CartPolicy(commission_bps=500), fee=split.FeePolicy(bps=150, fixed=1000))
     invoices = []
-    async with pool.acquire() as conn:
-        for i in range(count):
-            items = (
-                split.LineItem(name="a", price=40_000 + i, quantity=1, seller_id="s1"),
-                split.LineItem(name="b", price=25_000, quantity=2, seller_id="s2"),
-                split.LineItem(name="c", price=15_500, quantity=1, seller_id="s3"),
+    for i in range(count):
+        items = (
+            split.LineItem(name="a", price=40_000 + i, quantity=1, seller_id="s1"),
+            split.LineItem(name="b", price=25_000, quantity=2, seller_id="s2"),
+            split.LineItem(name="c", price=15_500, quantity=1, seller_id="s3"),
+        )
+        gross = sum(x.price * x.quantity for x in items)
+        allocation = split.allocate(gross, items, policy.split, policy.fee)
+        invoice = f"{prefix}-{i:07d}"
+        await db.transaction(
+            lambda uow, invoice=invoice, gross=gross, allocation=allocation: uow.orders.insert(
+                platform_id,
+                invoice_number=invoice,
+                amount=gross,
+                request={},
+                policy=policy,
+                allocation=allocation,
+                doku_request_id=f"r-{invoice}",
             )
-            gross = sum(x.price * x.quantity for x in items)
-            allocation = split.allocate(gross, items, policy.split, policy.fee)
-            invoice = f"{prefix}-{i:07d}"
-            await orders.insert_order(conn, platform_id, invoice_number=invoice, amount=gross, request={},
-                                      policy=policy, allocation=allocation, doku_request_id=f"r-{invoice}")
-            invoices.append(invoice)
+        )
+        invoices.append(invoice)
     return platform_id, invoices
 
 
@@ -60,12 +68,15 @@ async def warm_up(pool: asyncpg.Pool, store: LedgerStore, n: int) -> None:
     tables (sequential scans) and caches those plans, and that would be measured instead.
     """
     platform_id, invoices = await seed(pool, store, n, "warm-up")
-    batcher = CaptureBatcher(store)
+    batcher = CaptureBatcher(Database(pool))
     await batcher.start()
-    amounts = {r["invoice_number"]: r["amount"] for r in await pool.fetch(
-        "SELECT invoice_number, amount FROM orders WHERE platform_id = $1", platform_id)}
-    await asyncio.gather(*(batcher.capture(platform_id, orders.CaptureRequest(invoice_number=i, amount=amounts[i]))
-                           for i in invoices))
+    amounts = {
+        r["invoice_number"]: r["amount"]
+        for r in await pool.fetch("SELECT invoice_number, amount FROM orders WHERE platform_id = $1", platform_id)
+    }
+    await asyncio.gather(
+        *(batcher.capture(platform_id, orders.CaptureRequest(invoice_number=i, amount=amounts[i])) for i in invoices)
+    )
     await batcher.stop()
     await pool.execute("ANALYZE")
 
@@ -91,8 +102,10 @@ async def main(n: int, concurrency: int, max_batch: int) -> None:
 
         platform_b, invoices_b = await seed(pool, store, n, "batched")
         for inv in invoices_b:
-            amounts[inv] = (await orders.get_order(pool, platform_b, inv)).amount
-        batcher = CaptureBatcher(store, max_batch=max_batch)
+            amounts[inv] = await pool.fetchval(
+                "SELECT amount FROM orders WHERE platform_id = $1 AND invoice_number = $2", platform_b, inv
+            )
+        batcher = CaptureBatcher(Database(pool), max_batch=max_batch)
         await batcher.start()
 
         async def batched(inv: str) -> None:
@@ -106,10 +119,14 @@ async def main(n: int, concurrency: int, max_batch: int) -> None:
         # dead versions it leaves behind do not slow the batched run down).
         platform_a, invoices_a = await seed(pool, store, n, "single")
         for inv in invoices_a:
-            amounts[inv] = (await orders.get_order(pool, platform_a, inv)).amount
+            amounts[inv] = await pool.fetchval(
+                "SELECT amount FROM orders WHERE platform_id = $1 AND invoice_number = $2", platform_a, inv
+            )
 
         async def single(inv: str) -> None:
-            result = await orders.capture(pool, store, platform_a, orders.CaptureRequest(invoice_number=inv, amount=amounts[inv]))
+            result = await capture(
+                Database(pool), platform_a, orders.CaptureRequest(invoice_number=inv, amount=amounts[inv])
+            )
             assert result.outcome == "captured"
 
         elapsed_single = await run_concurrently(invoices_a, concurrency, single)
@@ -122,8 +139,10 @@ async def main(n: int, concurrency: int, max_batch: int) -> None:
 
     print(f"machine: {machine()}; orders per run: {n}; concurrent callers: {concurrency}")
     print(f"one transaction per capture : {n / elapsed_single:8.0f} captures/s  ({elapsed_single:.2f} s)")
-    print(f"group-commit batcher        : {n / elapsed_batched:8.0f} captures/s  ({elapsed_batched:.2f} s, "
-          f"{batcher.batches} transactions, mean batch {batcher.captures / max(batcher.batches, 1):.1f})")
+    print(
+        f"group-commit batcher        : {n / elapsed_batched:8.0f} captures/s  ({elapsed_batched:.2f} s, "
+        f"{batcher.batches} transactions, mean batch {batcher.captures / max(batcher.batches, 1):.1f})"
+    )
 
 
 if __name__ == "__main__":

@@ -31,11 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 
-from api.platforms import create_platform  # noqa: E402
+from api.database import create_pool  # noqa: E402
 from bench.common import fresh_database, machine  # noqa: E402
+from ledger.service.platforms import create_platform  # noqa: E402
+from ledger.store import Database  # noqa: E402
 
 
 def free_port() -> int:
@@ -70,19 +71,30 @@ def wrk_load(url: str, headers: dict[str, str], seconds: float, concurrency: int
         args += ["-H", f"{name}: {value}"]
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
     rate = next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec"))
-    lat = {parts[0]: parts[1] for parts in (line.split() for line in out.splitlines()) if len(parts) == 2
-           and parts[0] in ("50%", "99%")}
+    lat = {
+        parts[0]: parts[1]
+        for parts in (line.split() for line in out.splitlines())
+        if len(parts) == 2 and parts[0] in ("50%", "99%")
+    }
     errors = next((line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line), "none")
     return f"{float(rate):8.0f} req/s  p50 {lat.get('50%', '?'):>8}  p99 {lat.get('99%', '?'):>8}  errors: {errors}"
 
 
 async def run_server(server: str, workers: int, url: str, seconds: float, concurrency: int) -> list[str]:
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": url, "SPLITLEDGER_STATUS_CHECK_ENABLED": "false",
-           "SPLITLEDGER_LOG_JSON": "false", "SPLITLEDGER_POOL_MAX": "10"}
-    proc = subprocess.Popen(
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SPLITLEDGER_STATUS_CHECK_ENABLED": "false",
+        "SPLITLEDGER_LOG_JSON": "false",
+        "SPLITLEDGER_POOL_MAX": "10",
+    }
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is measured
         [sys.executable, "-m", "api.cli", "serve", "--server", server, "--workers", str(workers), "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -96,17 +108,19 @@ async def run_server(server: str, workers: int, url: str, seconds: float, concur
                 await asyncio.sleep(0.1)
             else:
                 raise RuntimeError(f"{server} did not start")
-        conn = await asyncpg.connect(url)
+        pool = await create_pool(url, min_size=1, max_size=1)
         try:
-            platform_id, key = await create_platform(conn, f"bench {server}")
+            _, key = await create_platform(Database(pool), f"bench {server}")
         finally:
-            await conn.close()
+            await pool.close()
         auth = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(base_url=base, headers=auth) as client:
             assert (await client.post("/v1/sellers", json={"seller_id": "s1", "name": "s1"})).status_code == 201
         lines = []
-        for label, path, headers in (("GET /health", "/health", {}),
-                                     ("GET /v1/sellers/s1/balances", "/v1/sellers/s1/balances", auth)):
+        for label, path, headers in (
+            ("GET /health", "/health", {}),
+            ("GET /v1/sellers/s1/balances", "/v1/sellers/s1/balances", auth),
+        ):
             await load(base + path, headers, 1.0, concurrency)  # warm-up
             if shutil.which("wrk"):
                 result = await asyncio.to_thread(wrk_load, base + path, headers, seconds, concurrency)
@@ -114,8 +128,10 @@ async def run_server(server: str, workers: int, url: str, seconds: float, concur
                 continue
             count, latencies, errors = await load(base + path, headers, seconds, concurrency)
             q = statistics.quantiles(latencies, n=100)
-            lines.append(f"{server:8} workers={workers} {label:30} {count / seconds:8.0f} req/s  "
-                         f"p50 {q[49] * 1000:6.1f} ms  p99 {q[98] * 1000:6.1f} ms  errors {errors}")
+            lines.append(
+                f"{server:8} workers={workers} {label:30} {count / seconds:8.0f} req/s  "
+                f"p50 {q[49] * 1000:6.1f} ms  p99 {q[98] * 1000:6.1f} ms  errors {errors}"
+            )
         return lines
     finally:
         proc.terminate()

@@ -18,21 +18,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api.database import create_pool  # noqa: E402
-from api.platforms import create_platform  # noqa: E402
-from bench.common import fresh_database, machine  # noqa: E402
-from ledger.journal import build_entry  # noqa: E402
-from ledger.model import AccountSpec  # noqa: E402
-from ledger.store import LedgerStore  # noqa: E402
+
+from api.database import create_pool
+from bench.common import fresh_database, machine
+from ledger.journal import build_entry
+from ledger.model import AccountSpec
+from ledger.service.platforms import create_platform
+from ledger.store import Database, LedgerStore
 
 SELLERS = 50
 
 
 def drafts(prefix: str, count: int) -> list:
     return [
-        build_entry(kind="capture", idempotency_key=f"{prefix}-{i}",
-                    postings=[("clearing", 100_000), (f"seller:{i % SELLERS}", -95_000), ("commission", -3_500),
-                              ("fees", -1_500)])
+        build_entry(
+            kind="capture",
+            idempotency_key=f"{prefix}-{i}",
+            postings=[
+                ("clearing", 100_000),
+                (f"seller:{i % SELLERS}", -95_000),
+                ("commission", -3_500),
+                ("fees", -1_500),
+            ],
+        )
         for i in range(count)
     ]
 
@@ -41,7 +49,7 @@ async def run(store: LedgerStore, platform_id: str, batch: int, total: int, tag:
     work = drafts(tag, total)
     started = time.perf_counter()
     for i in range(0, total, batch):
-        results = await store.post(platform_id, work[i:i + batch])
+        results = await store.post(platform_id, work[i : i + batch])
         assert all(r.__class__.__name__ == "Posted" for r in results)
     return total / (time.perf_counter() - started)
 
@@ -50,20 +58,25 @@ async def main(total: int) -> None:
     async with fresh_database() as url:
         pool = await create_pool(url, min_size=2, max_size=4)
         store = LedgerStore(pool)
-        async with pool.acquire() as conn:
-            platform_id, _ = await create_platform(conn, "bench")
-        await store.open_accounts(platform_id, [
-            AccountSpec(code="clearing", kind="asset"), AccountSpec(code="commission", kind="revenue"),
-            AccountSpec(code="fees", kind="liability"),
-            *(AccountSpec(code=f"seller:{i}", kind="liability") for i in range(SELLERS)),
-        ])
+        platform_id, _ = await create_platform(Database(pool), "bench")
+        await store.open_accounts(
+            platform_id,
+            [
+                AccountSpec(code="clearing", kind="asset"),
+                AccountSpec(code="commission", kind="revenue"),
+                AccountSpec(code="fees", kind="liability"),
+                *(AccountSpec(code=f"seller:{i}", kind="liability") for i in range(SELLERS)),
+            ],
+        )
         await run(store, platform_id, 500, 10_000, "warm-up")  # history and statistics, as a live ledger has
         await pool.execute("ANALYZE")
         rows = []
         for batch in (1, 10, 100, 1000):
             count = min(total, 2_000) if batch == 1 else total
             rate = await run(store, platform_id, batch, count, f"b{batch}")
-            rows.append(f"batch {batch:5} entries/call: {rate:8.0f} entries/s  ({rate * 4:8.0f} postings/s, {count} entries)")
+            rows.append(
+                f"batch {batch:5} entries/call: {rate:8.0f} entries/s  ({rate * 4:8.0f} postings/s, {count} entries)"
+            )
         tb = await store.trial_balance(platform_id)
         assert tb.is_balanced
         await pool.close()

@@ -6,9 +6,9 @@ import asyncio
 import os
 import platform
 import tempfile
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
 
 import asyncpg
 

@@ -9,7 +9,8 @@ import msgspec
 from litestar import Controller, get
 from litestar.params import FromPath, FromQuery
 
-from api.app import PlatformId, ServicesDep
+from api.deps import PlatformId, ServicesDep
+from api.routes.pages import page_size
 from ledger.model import Account, JournalEntry, Statement, TrialBalance
 
 
@@ -32,11 +33,13 @@ class LedgerController(Controller):
         after: FromQuery[str | None] = None,
         limit: FromQuery[int] = 100,
     ) -> list[Account]:
-        return await services.ledger.list_accounts(platform_id, prefix=prefix, after=after, limit=min(limit, 500))
+        return await services.db.read(
+            lambda uow: uow.ledger.list_accounts(platform_id, prefix=prefix, after=after, limit=page_size(limit))
+        )
 
     @get("/accounts/{code:str}", summary="One account with its current balance")
     async def get_account(self, services: ServicesDep, platform_id: PlatformId, code: FromPath[str]) -> Account:
-        return await services.ledger.get_account(platform_id, code)
+        return await services.db.read(lambda uow: uow.ledger.get_account(platform_id, code))
 
     @get("/accounts/{code:str}/balance", summary="Balance now or as recorded at an instant")
     async def balance(
@@ -46,8 +49,8 @@ class LedgerController(Controller):
         code: FromPath[str],
         as_of: FromQuery[datetime | None] = None,
     ) -> AccountBalance:
-        value = await services.ledger.balance(platform_id, code, as_of=as_of)
-        return AccountBalance(account=code, balance=value, as_of=as_of)
+        found = await services.db.read(lambda uow: uow.ledger.balances(platform_id, [code], as_of=as_of))
+        return AccountBalance(account=code, balance=found[code], as_of=as_of)
 
     @get("/accounts/{code:str}/statement", summary="Postings with running balance (keyset by version)")
     async def statement(
@@ -58,12 +61,14 @@ class LedgerController(Controller):
         after: FromQuery[int | None] = None,
         limit: FromQuery[int] = 100,
     ) -> Statement:
-        return await services.ledger.statement(platform_id, code, after_version=after, limit=min(limit, 1000))
+        return await services.db.read(
+            lambda uow: uow.ledger.statement(platform_id, code, after_version=after, limit=max(1, min(limit, 1000)))
+        )
 
     @get("/entries/{entry_id:int}", summary="A journal entry with its postings")
     async def entry(self, services: ServicesDep, platform_id: PlatformId, entry_id: FromPath[int]) -> JournalEntry:
-        return await services.ledger.get_entry(platform_id, entry_id)
+        return await services.db.read(lambda uow: uow.ledger.get_entry(platform_id, entry_id))
 
     @get("/trial-balance", summary="Every account's balance; totals are zero when the books balance")
     async def trial_balance(self, services: ServicesDep, platform_id: PlatformId) -> TrialBalance:
-        return await services.ledger.trial_balance(platform_id)
+        return await services.db.read(lambda uow: uow.ledger.trial_balance(platform_id))

@@ -1,25 +1,21 @@
 """The marketplace API under ``/v1``: platform gateway settings, sellers, orders and refunds.
 
-Every POST goes through ``idempotent`` (``Idempotency-Key``); every handler is scoped to the
-platform of the API key; domain errors become problem+json in ``api.problems``.
+Each handler decodes (strictly), runs one use case and encodes; POSTs answer through
+``api.idempotency.answer`` so the Idempotency-Key's outcome commits with the effect.
 """
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import msgspec
-from litestar import Controller, Request, Response, get, post, put
+from litestar import Controller, Response, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from api import payments
-from api.app import PlatformId, ServicesDep
-from api.gateways import GatewayOut, configure_gateway, get_gateway
-from api.idempotency import idempotent
-from api.problems import ApiError
+from api.bodies import Strict
+from api.deps import HttpRequest, KeyedDep, PlatformId, ServicesDep
+from api.idempotency import REQUIRED, answer
+from api.routes.pages import decode_cursor, page_size, split_page
 from api.schemas import (
     GatewayIn,
     OrderIn,
@@ -28,86 +24,64 @@ from api.schemas import (
     RefundIn,
     RefundOut,
     SellerIn,
-    strict,
+    gateway_settings,
+    order_draft,
+    order_out,
+    refund_draft,
+    refund_out,
+    seller_draft,
 )
-from ledger import orders, refunds, sellers
 from ledger.sellers import Seller
-
-T = TypeVar("T")
-
-_encode = msgspec.json.Encoder().encode
+from ledger.service import gateways, orders, refunds, sellers
+from ledger.store.gateways import GatewayView
 
 
-def json_response(value: Any, status: int = 200) -> Response:
-    return Response(_encode(value), status_code=status, media_type="application/json")
-
-
-def encode_cursor(created_at: datetime, key: str) -> str:
-    """An opaque, URL-safe cursor: a timestamp's ``+00:00`` pasted into a query string reads as a space."""
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{key}".encode()).decode().rstrip("=")
-
-
-MAX_PAGE = 500
-
-
-def page_size(limit: int) -> int:
-    return max(1, min(limit, MAX_PAGE))
-
-
-def split_page(found: list[T], limit: int, key: Callable[[T], tuple[datetime, str]]) -> tuple[list[T], str | None]:
-    """``found`` was fetched with ``limit + 1``: the page, and the cursor to the next one if any."""
-    page = found[:limit]
-    return page, (encode_cursor(*key(page[-1])) if len(found) > limit else None)
-
-
-def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    if not cursor:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, sep, key = text.partition("|")
-        if not sep:
-            raise ValueError("no key")
-        return datetime.fromisoformat(stamp), key
-    except (ValueError, UnicodeDecodeError) as exc:  # binascii.Error is a ValueError
-        raise ApiError("invalid_request", "bad cursor") from exc
+def _view(gateway: GatewayView) -> GatewayView:
+    return GatewayView(**{f: getattr(gateway, f) for f in GatewayView.__struct_fields__})
 
 
 class PlatformController(Controller):
     path = "/platform"
     tags = ["platform"]
 
-    @put("/gateway", summary="Set the platform's DOKU credentials, fee and commission defaults")
+    @put(
+        "/gateway",
+        summary="Set the platform's DOKU credentials, fee and commission defaults",
+        dto=Strict[GatewayIn],
+        return_dto=None,
+    )
     async def put_gateway(
-        self, request: Request, services: ServicesDep, platform_id: PlatformId, data: JSONBody[GatewayIn]
-    ) -> GatewayOut:
-        data = await strict(request, data)
-        async with services.pool.acquire() as conn:
-            gateway = await configure_gateway(conn, platform_id, **msgspec.structs.asdict(data))
-        return GatewayOut.of(gateway)
+        self, services: ServicesDep, platform_id: PlatformId, data: JSONBody[GatewayIn]
+    ) -> GatewayView:
+        return _view(await gateways.configure_gateway(services.db, platform_id, gateway_settings(data)))
 
     @get("/gateway", summary="The platform's DOKU settings (the secret is never shown)")
-    async def get_gateway(self, services: ServicesDep, platform_id: PlatformId) -> GatewayOut:
-        return GatewayOut.of(await get_gateway(services.pool, platform_id))
+    async def get_gateway(self, services: ServicesDep, platform_id: PlatformId) -> GatewayView:
+        return _view(await gateways.get_gateway(services.db, platform_id))
 
 
 class SellerController(Controller):
     path = "/sellers"
     tags = ["sellers"]
 
-    @post("/", summary="Create a seller (opens its pending, available and debt accounts)", status_code=201)
+    @post(
+        "/",
+        summary="Create a seller (opens its pending, available and debt accounts)",
+        status_code=201,
+        dto=Strict[SellerIn],
+        return_dto=None,
+    )
     async def create(
-        self, request: Request, services: ServicesDep, platform_id: PlatformId, data: JSONBody[SellerIn]
+        self,
+        request: HttpRequest,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        keyed: KeyedDep,
+        data: JSONBody[SellerIn],
     ) -> Response[Seller]:
-        data = await strict(request, data)
-
-        async def run() -> Response:
-            seller = await sellers.create_seller(
-                services.pool, services.ledger, platform_id, **msgspec.structs.asdict(data)
-            )
-            return json_response(seller, 201)
-
-        return await idempotent(request, services.pool, platform_id, run)
+        return await answer(
+            request, keyed, lambda: sellers.create_seller(services.db, keyed, platform_id, seller_draft(data))
+        )
 
     @get("/", summary="List sellers (keyset by seller id)")
     async def list_(
@@ -117,11 +91,11 @@ class SellerController(Controller):
         after: FromQuery[str | None] = None,
         limit: FromQuery[int] = 100,
     ) -> list[Seller]:
-        return await sellers.list_sellers(services.pool, platform_id, after=after, limit=min(limit, 500))
+        return await sellers.list_sellers(services.db, platform_id, after=after, limit=page_size(limit))
 
     @get("/{seller_id:str}", summary="One seller")
     async def get_one(self, services: ServicesDep, platform_id: PlatformId, seller_id: FromPath[str]) -> Seller:
-        return await sellers.get_seller(services.pool, platform_id, seller_id)
+        return await sellers.get_seller(services.db, platform_id, seller_id)
 
 
 class OrderController(Controller):
@@ -132,17 +106,23 @@ class OrderController(Controller):
         "/",
         summary="Create an order: validate, freeze the split, send the signed payment request to DOKU",
         status_code=201,
+        dto=Strict[OrderIn],
+        return_dto=None,
     )
     async def create(
-        self, request: Request, services: ServicesDep, platform_id: PlatformId, data: JSONBody[OrderIn]
+        self,
+        request: HttpRequest,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        keyed: KeyedDep,
+        data: JSONBody[OrderIn],
     ) -> Response[OrderOut]:
-        data = await strict(request, data)
-
-        async def run() -> Response:
-            order = await payments.create_order(services, platform_id, data)
-            return json_response(payments.order_out(order), 201)
-
-        return await idempotent(request, services.pool, platform_id, run)
+        return await answer(
+            request,
+            keyed,
+            lambda: orders.create_order(services.db, services.doku, keyed, platform_id, order_draft(data)),
+            order_out,
+        )
 
     @get("/", summary="List orders (filters, keyset pagination by creation time)")
     async def list_(
@@ -158,7 +138,7 @@ class OrderController(Controller):
     ) -> OrderPage:
         limit = page_size(limit)
         found = await orders.list_orders(
-            services.pool,
+            services.db,
             platform_id,
             status=status,
             seller_id=seller_id,
@@ -168,11 +148,11 @@ class OrderController(Controller):
             limit=limit + 1,
         )
         page, next_cursor = split_page(found, limit, lambda o: (o.created_at, o.invoice_number))
-        return OrderPage(items=[payments.order_out(o) for o in page], next_cursor=next_cursor)
+        return OrderPage(items=[order_out(o) for o in page], next_cursor=next_cursor)
 
     @get("/{invoice_number:str}", summary="One order with its frozen allocation")
     async def get_one(self, services: ServicesDep, platform_id: PlatformId, invoice_number: FromPath[str]) -> OrderOut:
-        return payments.order_out(await orders.get_order(services.pool, platform_id, invoice_number))
+        return order_out(await orders.get_order(services.db, platform_id, invoice_number))
 
     @post(
         "/{invoice_number:str}/send",
@@ -180,47 +160,69 @@ class OrderController(Controller):
         status_code=200,
     )
     async def send(
-        self, request: Request, services: ServicesDep, platform_id: PlatformId, invoice_number: FromPath[str]
+        self,
+        request: HttpRequest,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        keyed: KeyedDep,
+        invoice_number: FromPath[str],
     ) -> Response[OrderOut]:
-        async def run() -> Response:
-            order = await payments.send_order(services, platform_id, invoice_number)
-            return json_response(payments.order_out(order))
-
-        return await idempotent(request, services.pool, platform_id, run)
+        return await answer(
+            request,
+            keyed,
+            lambda: orders.send_order(services.db, services.doku, keyed, platform_id, invoice_number),
+            order_out,
+        )
 
     @post("/{invoice_number:str}/status-check", summary="Ask DOKU for the order's status and apply it", status_code=200)
     async def status_check(
-        self, request: Request, services: ServicesDep, platform_id: PlatformId, invoice_number: FromPath[str]
-    ) -> Response[OrderOut]:
-        async def run() -> Response:
-            order = await payments.check_order_status(services, platform_id, invoice_number)
-            return json_response(payments.order_out(order))
-
-        return await idempotent(request, services.pool, platform_id, run)
-
-    @post("/{invoice_number:str}/refunds", summary="Refund all or part of a captured order", status_code=201)
-    async def refund(
         self,
-        request: Request,
+        request: HttpRequest,
         services: ServicesDep,
         platform_id: PlatformId,
+        keyed: KeyedDep,
+        invoice_number: FromPath[str],
+    ) -> Response[OrderOut]:
+        return await answer(
+            request,
+            keyed,
+            lambda: orders.check_order_status(
+                services.db, services.doku, services.batcher, keyed, platform_id, invoice_number
+            ),
+            order_out,
+        )
+
+    @post(
+        "/{invoice_number:str}/refunds",
+        summary="Refund all or part of a captured order (Idempotency-Key required)",
+        status_code=201,
+        dto=Strict[RefundIn],
+        return_dto=None,
+        opt=REQUIRED,
+    )
+    async def refund(
+        self,
+        request: HttpRequest,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        keyed: KeyedDep,
         invoice_number: FromPath[str],
         data: JSONBody[RefundIn],
     ) -> Response[RefundOut]:
-        data = await strict(request, data)
-
-        async def run() -> Response:
-            refund = await payments.create_refund(services, platform_id, invoice_number, data)
-            return json_response(payments.refund_out(refund), 201)
-
-        return await idempotent(request, services.pool, platform_id, run)
+        return await answer(
+            request,
+            keyed,
+            lambda: refunds.create_refund(
+                services.db, services.doku, keyed, platform_id, invoice_number, refund_draft(data)
+            ),
+            refund_out,
+        )
 
     @get("/{invoice_number:str}/refunds", summary="The order's refunds")
     async def refunds_of(
         self, services: ServicesDep, platform_id: PlatformId, invoice_number: FromPath[str]
     ) -> list[RefundOut]:
-        await orders.get_order(services.pool, platform_id, invoice_number)
-        return [payments.refund_out(r) for r in await refunds.list_refunds(services.pool, platform_id, invoice_number)]
+        return [refund_out(r) for r in await refunds.list_refunds(services.db, platform_id, invoice_number)]
 
 
 class RefundController(Controller):
@@ -229,16 +231,23 @@ class RefundController(Controller):
 
     @get("/{refund_id:str}", summary="One refund")
     async def get_one(self, services: ServicesDep, platform_id: PlatformId, refund_id: FromPath[str]) -> RefundOut:
-        return payments.refund_out(await refunds.get_refund(services.pool, platform_id, refund_id))
+        return refund_out(await refunds.get_refund(services.db, platform_id, refund_id))
 
     @post("/{refund_id:str}/retry", summary="Ask DOKU again about a refund left requested", status_code=200)
     async def retry(
-        self, request: Request, services: ServicesDep, platform_id: PlatformId, refund_id: FromPath[str]
+        self,
+        request: HttpRequest,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        keyed: KeyedDep,
+        refund_id: FromPath[str],
     ) -> Response[RefundOut]:
-        async def run() -> Response:
-            return json_response(payments.refund_out(await payments.send_refund(services, platform_id, refund_id)))
-
-        return await idempotent(request, services.pool, platform_id, run)
+        return await answer(
+            request,
+            keyed,
+            lambda: refunds.send_refund(services.db, services.doku, keyed, platform_id, refund_id),
+            refund_out,
+        )
 
 
 def marketplace_handlers() -> list[Any]:

@@ -13,11 +13,15 @@ from api.problems import problem
 
 
 def notification_handler(path: str) -> Any:
-    @post(path, tags=["doku"], summary="DOKU HTTP notification (signed by DOKU)", status_code=200,
-          operation_id="receiveDokuNotification")
-    async def doku_notification(request: Request, state: State) -> Response:
-        body = await request.body()
-        outcome, error = await receive_notification(state.services, dict(request.headers), body)
+    @post(
+        path,
+        tags=["doku"],
+        summary="DOKU HTTP notification (signed by DOKU)",
+        status_code=200,
+        operation_id="receiveDokuNotification",
+    )
+    async def doku_notification(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+        outcome, error = await receive_notification(state.services, dict(request.headers), await request.body())
         if error is not None:
             return problem(request, error)
         return Response(NotificationAck(status="ok", outcome=outcome), status_code=200)

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.routes.health import health, metrics
+from api.routes.ledger import LedgerController
+from api.routes.marketplace import marketplace_handlers
+from api.routes.money import money_handlers
+from api.routes.notifications import notification_handler
 from api.settings import Settings
 
 
 def public_handlers(settings: Settings) -> list[Any]:
-    from api.routes.health import health, metrics
-    from api.routes.notifications import notification_handler
-
     return [health, metrics, notification_handler(settings.notification_path)]
 
 
 def v1_handlers() -> list[Any]:
-    from api.routes.ledger import LedgerController
-    from api.routes.marketplace import marketplace_handlers
-    from api.routes.money import money_handlers
-
     return [LedgerController, *marketplace_handlers(), *money_handlers()]

@@ -1,0 +1,102 @@
+"""The service's parts, typed and built once by the app's lifespan (or by a CLI command).
+
+Rule: everything a handler or a background task needs is a field here; nothing is looked up by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from api.doku import DokuGateway
+from api.probe import DokuProbe
+from api.settings import Settings
+from ledger.service.capture import CaptureBatcher
+from ledger.service.faults import Faults
+from ledger.service.idempotency import Answer, Keyed
+from ledger.service.platforms import ApiKeyVerifier
+from ledger.store import Database, LedgerStore
+from ledger.store.database import create_pool
+
+log = logging.getLogger("splitledger.services")
+
+
+@dataclass
+class Background:
+    """Tasks started by requests (a status check after a stale notification) and loops of the service."""
+
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, work: Callable[[], Awaitable[None]], name: str) -> None:
+        async def run() -> None:
+            try:
+                await work()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background task failed", extra={"task": name})
+
+        task = asyncio.create_task(run(), name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def stop(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    verifier: ApiKeyVerifier
+    doku: DokuGateway
+    batcher: CaptureBatcher
+    probe: DokuProbe
+    faults: Faults
+    background: Background = field(default_factory=Background)
+
+    @property
+    def ledger(self) -> LedgerStore:
+        return self.db.ledger
+
+    def plain(self, platform_id: str) -> Keyed:
+        """A ``Keyed`` without a key, for work no client asked for (background checks, the CLI)."""
+        return Keyed(self.db, platform_id, None, b"", _no_answer, faults=self.faults)
+
+
+def _no_answer(_: object) -> Answer:
+    return Answer(status=200, body=b"")
+
+
+async def open_services(
+    settings: Settings, url: str, *, transport: httpx.AsyncBaseTransport | None = None, faults: Faults | None = None
+) -> Services:
+    pool = await create_pool(url, min_size=settings.pool_min, max_size=settings.pool_max)
+    db = Database(pool, acquire_timeout_s=settings.db_acquire_timeout_s)
+    doku = DokuGateway(settings, transport=transport)
+    services = Services(
+        settings=settings,
+        db=db,
+        verifier=ApiKeyVerifier(db),
+        doku=doku,
+        batcher=CaptureBatcher(db),
+        probe=DokuProbe(doku.base_urls, interval_s=settings.doku_probe_interval_s),
+        faults=faults or Faults.from_spec(settings.faults, settings.fault_mode),
+    )
+    await services.batcher.start()
+    return services
+
+
+async def close_services(services: Services) -> None:
+    await services.background.stop()
+    await services.probe.stop()
+    await services.batcher.stop()
+    await services.doku.aclose()
+    await services.db.pool.close()
