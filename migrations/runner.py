@@ -68,9 +68,7 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
             )
             """
         )
-        applied = {
-            r["version"]: r for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
-        }
+        applied = {r["version"]: r for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")}
         for migration in migrations:
             row = applied.get(migration.version)
             if row is not None and row["checksum"] != migration.checksum:

@@ -17,14 +17,14 @@ import asyncpg
 import pytest
 from hypothesis import settings
 
+from api.database import EmbeddedPostgres
+from migrations.runner import migrate_url
+
 # CI runs the same examples every time (a red run must be reproducible); locally, hypothesis
 # explores new ones and remembers failures in .hypothesis/.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-from api.database import EmbeddedPostgres
-from migrations.runner import migrate_url
 
 TEMPLATE = "splitledger_template"
 _counter = itertools.count(1)
@@ -42,7 +42,7 @@ class PostgresForTests:
 def _url_with_database(url: str, database: str) -> str:
     # postgresql://user:pw@host:port/db?params -> swap db
     head, _, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
+    netloc, _slash, path = rest.partition("/")
     _, q, query = path.partition("?")
     return f"{head}://{netloc}/{database}{q}{query}"
 

@@ -21,11 +21,14 @@ import msgspec
 import pytest
 
 from api.app import create_app
-from api.platforms import create_platform
+from api.database import create_pool
 from api.serving import serve_app
 from api.settings import load_settings
 from jenius import signing
 from jenius.sandbox import Sandbox, SandboxMerchant, serve_sandbox
+from ledger.service.faults import Faults
+from ledger.service.platforms import create_platform
+from ledger.store import Database
 
 CLIENT_ID = "MCH-0001-10791114622547"
 SECRET_KEY = "SK-test-secret-123"
@@ -120,8 +123,15 @@ class Stack:
         assert r.status_code == 200, r.text
         return r.json()
 
-    async def notify(self, body: bytes, *, client_id: str = CLIENT_ID, secret_key: str = SECRET_KEY,
-                     request_id: str | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    async def notify(
+        self,
+        body: bytes,
+        *,
+        client_id: str = CLIENT_ID,
+        secret_key: str = SECRET_KEY,
+        request_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         """POST a notification to the service, signed like DOKU signs it (or as ``headers`` say)."""
         signed = notification_headers(body, client_id=client_id, secret_key=secret_key, request_id=request_id)
         return await self.anon.post(NOTIFICATION_PATH, content=body, headers={**signed, **(headers or {})})
@@ -133,7 +143,8 @@ class Stack:
             rows = await conn.fetch(
                 "SELECT * FROM notifications WHERE platform_id = $1 AND ($2::text IS NULL OR invoice_number = $2) "
                 "ORDER BY notification_id",
-                self.platform_id, invoice,
+                self.platform_id,
+                invoice,
             )
         finally:
             await conn.close()
@@ -146,25 +157,35 @@ class Stack:
 
     async def new_platform(self, name: str, *, client_id: str | None = None) -> Platform:
         """Another platform on the same service; with ``client_id`` it is also a DOKU merchant in the sandbox."""
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            platform_id, api_key = await create_platform(conn, name)
-        finally:
-            await conn.close()
-        client = httpx.AsyncClient(base_url=self.base_url, headers={"Authorization": f"Bearer {api_key}"},
-                                   timeout=30, trust_env=False)
+        platform_id, api_key = await platform_at(self.database_url, name)
+        client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=30,
+            trust_env=False,
+            event_hooks=KEYED_HOOKS,
+        )
         self._extra_clients.append(client)
         secret = f"SK-{secrets.token_hex(8)}"
         if client_id is not None:
-            self.sandbox.add_merchant(SandboxMerchant(client_id=client_id, secret_key=secret,
-                                                      notification_url=self.base_url + NOTIFICATION_PATH))
-            r = await client.put("/v1/platform/gateway", json={
-                "client_id": client_id, "secret_key": secret, "fee_bps": FEE_BPS, "fee_fixed": FEE_FIXED,
-                "fee_bearer": "platform", "commission_bps": COMMISSION_BPS,
-            })
+            self.sandbox.add_merchant(
+                SandboxMerchant(
+                    client_id=client_id, secret_key=secret, notification_url=self.base_url + NOTIFICATION_PATH
+                )
+            )
+            r = await client.put(
+                "/v1/platform/gateway",
+                json={
+                    "client_id": client_id,
+                    "secret_key": secret,
+                    "fee_bps": FEE_BPS,
+                    "fee_fixed": FEE_FIXED,
+                    "fee_bearer": "platform",
+                    "commission_bps": COMMISSION_BPS,
+                },
+            )
             assert r.status_code == 200, r.text
-        return Platform(platform_id=platform_id, api_key=api_key, client=client, client_id=client_id,
-                        secret_key=secret)
+        return Platform(platform_id=platform_id, api_key=api_key, client=client, client_id=client_id, secret_key=secret)
 
 
 @dataclass
@@ -188,20 +209,59 @@ async def poll(check: Callable[[], Awaitable[Any]], timeout_s: float, message: s
         await asyncio.sleep(0.01)
 
 
-def notification_body(invoice: str, amount: int, status: str = "SUCCESS", *, original_request_id: str | None = None,
-                      at: datetime | None = None) -> bytes:
+def notification_body(
+    invoice: str,
+    amount: int,
+    status: str = "SUCCESS",
+    *,
+    original_request_id: str | None = None,
+    at: datetime | None = None,
+) -> bytes:
     """A DOKU HTTP notification body (amount a JSON number, as DOKU sends it)."""
     transaction: dict[str, Any] = {"status": status, "date": signing.format_timestamp(at or datetime.now(UTC))}
     if original_request_id:
         transaction["original_request_id"] = original_request_id
-    return msgspec.json.encode({
-        "service": {"id": "INTERNET_BANKING"}, "acquirer": {"id": "BTPN"}, "channel": {"id": "JENIUS"},
-        "order": {"invoice_number": invoice, "amount": amount}, "transaction": transaction,
-    })
+    return msgspec.json.encode(
+        {
+            "service": {"id": "INTERNET_BANKING"},
+            "acquirer": {"id": "BTPN"},
+            "channel": {"id": "JENIUS"},
+            "order": {"invoice_number": invoice, "amount": amount},
+            "transaction": transaction,
+        }
+    )
 
 
-def notification_headers(body: bytes, *, client_id: str = CLIENT_ID, secret_key: str = SECRET_KEY,
-                         request_id: str | None = None) -> dict[str, str]:
+async def platform_at(database_url: str, name: str) -> tuple[str, str]:
+    """A new platform in the service's database: ``(platform_id, api_key)``."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        return await create_platform(Database(pool), name)
+    finally:
+        await pool.close()
+
+
+async def _add_idempotency_key(request: httpx.Request) -> None:
+    """Money-moving POSTs require an Idempotency-Key; tests that do not care about it get a fresh one.
+
+    Tests of idempotency itself send their own key (kept as given); a test of the requirement
+    sends ``Idempotency-Key: -`` to mean "none" (the header is then removed).
+    """
+    if request.method != "POST":
+        return
+    given = request.headers.get("idempotency-key")
+    if given == "-":
+        del request.headers["idempotency-key"]
+    elif given is None and ("/refunds" in request.url.path or "/payouts" in request.url.path):
+        request.headers["idempotency-key"] = f"test-{secrets.token_hex(8)}"
+
+
+KEYED_HOOKS: dict[str, list[Any]] = {"request": [_add_idempotency_key]}
+
+
+def notification_headers(
+    body: bytes, *, client_id: str = CLIENT_ID, secret_key: str = SECRET_KEY, request_id: str | None = None
+) -> dict[str, str]:
     request_id = request_id or f"ntf-{secrets.token_hex(8)}"
     timestamp = signing.format_timestamp(datetime.now(UTC))
     return {
@@ -209,8 +269,14 @@ def notification_headers(body: bytes, *, client_id: str = CLIENT_ID, secret_key:
         "Client-Id": client_id,
         "Request-Id": request_id,
         "Request-Timestamp": timestamp,
-        "Signature": signing.sign(secret_key=secret_key, client_id=client_id, request_id=request_id,
-                                  timestamp=timestamp, target=NOTIFICATION_PATH, body=body),
+        "Signature": signing.sign(
+            secret_key=secret_key,
+            client_id=client_id,
+            request_id=request_id,
+            timestamp=timestamp,
+            target=NOTIFICATION_PATH,
+            body=body,
+        ),
     }
 
 
@@ -240,9 +306,15 @@ def order_body(invoice: str, items: list[tuple[str, int, int, str]], **extra: ob
 
 
 async def start_stack(
-    database_url: str, *, platform_name: str = "Toko Maju", **overrides: object
+    database_url: str,
+    *,
+    platform_name: str = "Toko Maju",
+    faults: Faults | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    **overrides: object,
 ) -> AsyncIterator[Stack]:
-    """The stack; ``overrides`` change the service's settings (e.g. ``doku_timeout_s``)."""
+    """The stack; ``overrides`` change the service's settings (e.g. ``doku_timeout_s``); ``faults`` and
+    ``transport`` are handed to ``create_app`` (fault injection, and what the service sends DOKU)."""
     sandbox = Sandbox(fee_bps=FEE_BPS, fee_fixed=FEE_FIXED, retry_schedule_s=(0.05, 0.1, 0.2))
     async with serve_sandbox(sandbox) as sandbox_url:
         settings = load_settings(
@@ -251,28 +323,48 @@ async def start_stack(
             status_check_enabled=False,
             **{"pool_min": 1, "pool_max": 6, "doku_base_url": sandbox_url, **overrides},
         )
-        app = create_app(settings)
+        app = create_app(settings, transport=transport, faults=faults)
         async with serve_app(app) as base_url:
             assert settings.notification_path == NOTIFICATION_PATH
             sandbox.add_merchant(
-                SandboxMerchant(client_id=CLIENT_ID, secret_key=SECRET_KEY,
-                                notification_url=base_url + settings.notification_path)
+                SandboxMerchant(
+                    client_id=CLIENT_ID, secret_key=SECRET_KEY, notification_url=base_url + settings.notification_path
+                )
             )
-            conn = await asyncpg.connect(database_url)
-            try:
-                platform_id, api_key = await create_platform(conn, platform_name)
-            finally:
-                await conn.close()
-            async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {api_key}"},
-                                         timeout=30, trust_env=False) as client, \
-                    httpx.AsyncClient(base_url=base_url, timeout=30, trust_env=False) as anon:
-                r = await client.put("/v1/platform/gateway", json={
-                    "client_id": CLIENT_ID, "secret_key": SECRET_KEY, "fee_bps": FEE_BPS, "fee_fixed": FEE_FIXED,
-                    "fee_bearer": "platform", "commission_bps": COMMISSION_BPS,
-                })
+            platform_id, api_key = await platform_at(database_url, platform_name)
+            async with (
+                httpx.AsyncClient(
+                    base_url=base_url,
+                    headers={"Authorization": f"Bearer {api_key}"},
+                    timeout=30,
+                    trust_env=False,
+                    event_hooks=KEYED_HOOKS,
+                ) as client,
+                httpx.AsyncClient(base_url=base_url, timeout=30, trust_env=False) as anon,
+            ):
+                r = await client.put(
+                    "/v1/platform/gateway",
+                    json={
+                        "client_id": CLIENT_ID,
+                        "secret_key": SECRET_KEY,
+                        "fee_bps": FEE_BPS,
+                        "fee_fixed": FEE_FIXED,
+                        "fee_bearer": "platform",
+                        "commission_bps": COMMISSION_BPS,
+                    },
+                )
                 assert r.status_code == 200, r.text
-                stack = Stack(base_url=base_url, sandbox_url=sandbox_url, sandbox=sandbox, client=client, anon=anon,
-                              platform_id=platform_id, api_key=api_key, database_url=database_url, _extra_clients=[])
+                stack = Stack(
+                    base_url=base_url,
+                    sandbox_url=sandbox_url,
+                    sandbox=sandbox,
+                    client=client,
+                    anon=anon,
+                    platform_id=platform_id,
+                    api_key=api_key,
+                    database_url=database_url,
+                    _extra_clients=[],
+                )
                 try:
                     yield stack
                 finally:

@@ -16,8 +16,9 @@ def doku_fee(gross: int, fee_bps: int, fee_fixed: int) -> int:
     return half_up(Fraction(gross * fee_bps, 10_000)) + fee_fixed
 
 
-def cart_split(items: list[tuple[str, int, int, str]], *, fee_bps: int, fee_fixed: int,
-               commission_bps: int) -> dict[str, int]:
+def cart_split(
+    items: list[tuple[str, int, int, str]], *, fee_bps: int, fee_fixed: int, commission_bps: int
+) -> dict[str, int]:
     """Fee borne by the platform: each seller gets its subtotal less commission; the platform its
     commissions less DOKU's fee. Keys: seller ids, "platform", "doku_fee"."""
     subtotals: dict[str, int] = {}

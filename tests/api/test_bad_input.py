@@ -41,19 +41,23 @@ async def test_refund_beyond_captured_and_payout_beyond_available_change_nothing
     assert_problem(r, 409, "order_not_captured")
     r = await stack.client.post("/v1/orders/INV-NONE/refunds", json={"amount": 1_000, "reason": "no order"})
     assert_problem(r, 404, "order_not_found")
-    r = await stack.client.post("/v1/orders/INV-BASE-1/refunds",
-                                json={"amount": 1_000, "reason": "who", "parties": {"nobody": 1_000}})
+    r = await stack.client.post(
+        "/v1/orders/INV-BASE-1/refunds", json={"amount": 1_000, "reason": "who", "parties": {"nobody": 1_000}}
+    )
     assert_problem(r, 422, "unknown_party")
-    r = await stack.client.post("/v1/orders/INV-BASE-1/refunds", json={"amount": 1_000, "reason": "manual",
-                                                                      "mode": "manual"})
+    r = await stack.client.post(
+        "/v1/orders/INV-BASE-1/refunds", json={"amount": 1_000, "reason": "manual", "mode": "manual"}
+    )
     assert_problem(r, 422, "invalid_request")  # a manual refund needs the transfer's reference
     r = await stack.client.post("/v1/orders/INV-BASE-1/refunds", json={"amount": 0, "reason": "zero"})
     assert_problem(r, 422, "invalid_request")
-    r = await stack.client.post("/v1/orders/INV-BASE-1/refunds",
-                                json={"amount": 1_000, "reason": "sum", "parties": {"songket": 999}})
+    r = await stack.client.post(
+        "/v1/orders/INV-BASE-1/refunds", json={"amount": 1_000, "reason": "sum", "parties": {"songket": 999}}
+    )
     assert_problem(r, 422, "explicit_amounts_do_not_sum")
-    r = await stack.client.post("/v1/orders/INV-BASE-1/refunds",
-                                json={"amount": 20_000, "reason": "all", "parties": {"sambal": 20_000}})
+    r = await stack.client.post(
+        "/v1/orders/INV-BASE-1/refunds", json={"amount": 20_000, "reason": "all", "parties": {"sambal": 20_000}}
+    )
     assert_problem(r, 422, "reversal_exceeds_allocation")  # sambal has under 20 000 of its 38 000 left to give
     assert await stack.trial_balance() == mid
     assert len(stack.sandbox.order("INV-BASE-1", client_id=CLIENT_ID).refunds) == 1  # DOKU was asked once
@@ -81,16 +85,19 @@ async def test_refund_beyond_captured_and_payout_beyond_available_change_nothing
 
 async def test_racing_refunds_and_payouts_never_together_exceed_the_limit(stack: Stack) -> None:
     await _market(stack)  # INV-BASE-1: 120 000 captured and settled; songket has 76 000 available
-    racing = [stack.client.post("/v1/orders/INV-BASE-1/refunds", json={"amount": 70_000, "reason": f"race {n}"})
-              for n in range(2)]
+    racing = [
+        stack.client.post("/v1/orders/INV-BASE-1/refunds", json={"amount": 70_000, "reason": f"race {n}"})
+        for n in range(2)
+    ]
     answers = sorted((r.status_code, r.json().get("code")) for r in await asyncio.gather(*racing))
     assert answers == [(201, None), (422, "refund_exceeds_captured")]
     assert [x.amount for x in stack.sandbox.order("INV-BASE-1", client_id=CLIENT_ID).refunds] == [70_000]
     await stack.assert_books_balance()
 
     available = (await stack.balances("songket"))["available"]
-    racing = [stack.client.post("/v1/payouts", json={"seller_id": "songket", "amount": available // 2 + 1})
-              for _ in range(2)]
+    racing = [
+        stack.client.post("/v1/payouts", json={"seller_id": "songket", "amount": available // 2 + 1}) for _ in range(2)
+    ]
     answers = sorted((r.status_code, r.json().get("code")) for r in await asyncio.gather(*racing))
     assert answers == [(201, None), (422, "payout_exceeds_available")]
     assert (await stack.balances("songket"))["available"] == available - (available // 2 + 1)
@@ -107,25 +114,57 @@ async def test_bad_orders_are_refused_with_their_code_and_change_nothing(stack: 
         (order_body("INV-BAD-2", [("Kain", 50_000, 1, "songket"), ("X", 10_000, 1, "ghost")]), 422, "unknown_seller"),
         (b'{"invoice_number": "INV-BAD-3", "amount": 50000,', 400, "malformed_json"),
         (b"not json at all", 400, "malformed_json"),
-        ({**order_body("INV-BAD-4", [("Kain", 50_000, 1, "songket")]), "amount": "lima puluh ribu"}, 422,
-         "invalid_request"),
+        (
+            {**order_body("INV-BAD-4", [("Kain", 50_000, 1, "songket")]), "amount": "lima puluh ribu"},
+            422,
+            "invalid_request",
+        ),
         ({**order_body("INV-BAD-5", [("Kain", 50_000, 1, "songket")]), "amount": 50_000.5}, 422, "invalid_request"),
         ({**order_body("INV-BAD-5b", [("Kain", 50_000, 1, "songket")]), "amount": True}, 422, "invalid_request"),
         ({**order_body("INV-BAD-6", [("Kain", 50_000, 1, "songket")]), "amount": -1}, 422, "invalid_request"),
-        ({k: v for k, v in order_body("INV-BAD-7", [("Kain", 50_000, 1, "songket")]).items() if k != "customer"},
-         422, "invalid_request"),
+        (
+            {k: v for k, v in order_body("INV-BAD-7", [("Kain", 50_000, 1, "songket")]).items() if k != "customer"},
+            422,
+            "invalid_request",
+        ),
         (order_body("", [("Kain", 50_000, 1, "songket")]), 422, "invalid_request"),
         ({**order_body("INV-BAD-8", [("Kain", 50_000, 1, "songket")]), "line_items": []}, 422, "invalid_request"),
         ({**order_body("INV-BAD-9", [("Kain", 50_000, 1, "songket")]), "amount": 60_000}, 422, "split_invalid"),
-        (order_body("INV-BAD-10", [("Kain", 50_000, 1, "songket")], split={"type": "cart", "fixed_fee": 50_001}),
-         422, "split_invalid"),
-        (order_body("INV-BAD-11", [("Kain", 50_000, 1, "songket")], split={
-            "type": "explicit", "shares": [{"party": "songket", "bps": 9_000}, {"party": "sambal", "bps": 2_000}]}),
-         422, "split_invalid"),
-        (order_body("INV-BAD-12", [("Kain", 50_000, 1, "songket")], split={
-            "type": "explicit", "shares": [{"party": "songket", "bps": 5_000, "fixed": 1}]}), 422, "split_invalid"),
-        (order_body("INV-BAD-13", [("Kain", 50_000, 1, "songket")], split={
-            "type": "explicit", "shares": [{"party": "ghost", "bps": 5_000}]}), 422, "unknown_seller"),
+        (
+            order_body("INV-BAD-10", [("Kain", 50_000, 1, "songket")], split={"type": "cart", "fixed_fee": 50_001}),
+            422,
+            "split_invalid",
+        ),
+        (
+            order_body(
+                "INV-BAD-11",
+                [("Kain", 50_000, 1, "songket")],
+                split={
+                    "type": "explicit",
+                    "shares": [{"party": "songket", "bps": 9_000}, {"party": "sambal", "bps": 2_000}],
+                },
+            ),
+            422,
+            "split_invalid",
+        ),
+        (
+            order_body(
+                "INV-BAD-12",
+                [("Kain", 50_000, 1, "songket")],
+                split={"type": "explicit", "shares": [{"party": "songket", "bps": 5_000, "fixed": 1}]},
+            ),
+            422,
+            "split_invalid",
+        ),
+        (
+            order_body(
+                "INV-BAD-13",
+                [("Kain", 50_000, 1, "songket")],
+                split={"type": "explicit", "shares": [{"party": "ghost", "bps": 5_000}]},
+            ),
+            422,
+            "unknown_seller",
+        ),
         (order_body("INV-BASE-1", ITEMS), 409, "order_exists"),
     ]
     for payload, status, code in cases:
@@ -143,9 +182,18 @@ async def test_bad_orders_are_refused_with_their_code_and_change_nothing(stack: 
 
 async def test_split_invalid_lists_every_problem_at_once(stack: Stack) -> None:
     await stack.create_seller("songket")
-    r = await stack.client.post("/v1/orders", json=order_body("INV-MANY-1", [("Kain", 50_000, 1, "songket")], split={
-        "type": "explicit", "remainder_to": "songket",
-        "shares": [{"party": "songket", "bps": 6_000}, {"party": "songket", "bps": 5_000}]}))
+    r = await stack.client.post(
+        "/v1/orders",
+        json=order_body(
+            "INV-MANY-1",
+            [("Kain", 50_000, 1, "songket")],
+            split={
+                "type": "explicit",
+                "remainder_to": "songket",
+                "shares": [{"party": "songket", "bps": 6_000}, {"party": "songket", "bps": 5_000}],
+            },
+        ),
+    )
     body = assert_problem(r, 422, "split_invalid")
     codes = {e["code"] for e in body["errors"]}
     assert {"duplicate_party", "percent_over_100"} <= codes, codes
@@ -168,11 +216,13 @@ async def test_bad_sellers_and_settlement_reports(stack: Stack) -> None:
     assert_problem(r, 400, "malformed_json")
     r = await stack.client.post("/v1/settlements", json={"csv": "a,b\n1,2\n", "lines": []})
     assert_problem(r, 422, "invalid_request")
-    r = await stack.client.post("/v1/settlements", content=b"invoice,amount\nINV-1,5\n",
-                                headers={"Content-Type": "text/csv"})
+    r = await stack.client.post(
+        "/v1/settlements", content=b"invoice,amount\nINV-1,5\n", headers={"Content-Type": "text/csv"}
+    )
     assert_problem(r, 422, "settlement_report_invalid")
-    r = await stack.client.post("/v1/payouts", content=b'{"seller_id": "songket", "amount": 5', headers={
-        "Content-Type": "application/json"})
+    r = await stack.client.post(
+        "/v1/payouts", content=b'{"seller_id": "songket", "amount": 5', headers={"Content-Type": "application/json"}
+    )
     assert_problem(r, 400, "malformed_json")
     assert await stack.trial_balance() == before
     assert [s["seller_id"] for s in (await stack.client.get("/v1/sellers")).json()] == ["songket"]
@@ -181,14 +231,24 @@ async def test_bad_sellers_and_settlement_reports(stack: Stack) -> None:
 async def test_no_or_invalid_api_key_is_unauthorized(stack: Stack) -> None:
     await stack.create_seller("songket")
     before = await stack.trial_balance()
-    keys = [None, "", "Bearer", "Basic abc", "Bearer sl_nope", f"Bearer {stack.api_key}x",
-            "Bearer " + stack.api_key.rsplit("_", 1)[0] + "_wrongsecret",
-            "Bearer sl_" + stack.platform_id + "_deadbeef_secret"]
+    keys = [
+        None,
+        "",
+        "Bearer",
+        "Basic abc",
+        "Bearer sl_nope",
+        f"Bearer {stack.api_key}x",
+        "Bearer " + stack.api_key.rsplit("_", 1)[0] + "_wrongsecret",
+        "Bearer sl_" + stack.platform_id + "_deadbeef_secret",
+    ]
     for key in keys:
         headers = {"Authorization": key} if key is not None else {}
-        for method, path, payload in [("GET", "/v1/orders", None), ("GET", "/v1/ledger/trial-balance", None),
-                                      ("POST", "/v1/sellers", {"seller_id": "evil", "name": "x"}),
-                                      ("POST", "/v1/payouts", {"seller_id": "songket", "amount": 1})]:
+        for method, path, payload in [
+            ("GET", "/v1/orders", None),
+            ("GET", "/v1/ledger/trial-balance", None),
+            ("POST", "/v1/sellers", {"seller_id": "evil", "name": "x"}),
+            ("POST", "/v1/payouts", {"seller_id": "songket", "amount": 1}),
+        ]:
             r = await stack.anon.request(method, path, json=payload, headers=headers)
             assert_problem(r, 401, "unauthorized")
     assert await stack.trial_balance() == before
@@ -250,8 +310,9 @@ async def test_every_post_replays_its_first_answer_for_the_same_key_and_body(sta
     r = await _same_key_twice(stack.client, "/v1/orders/INV-IDEM-1/status-check", "k-status", None)
     assert r.status_code == 200 and r.json()["status"] == "captured"
 
-    r = await _same_key_twice(stack.client, "/v1/orders/INV-IDEM-1/refunds", "k-refund",
-                              {"amount": 10_000, "reason": "one refund"})
+    r = await _same_key_twice(
+        stack.client, "/v1/orders/INV-IDEM-1/refunds", "k-refund", {"amount": 10_000, "reason": "one refund"}
+    )
     assert r.status_code == 201
     refund_id = r.json()["refund_id"]
     assert [x.amount for x in stack.sandbox.order("INV-IDEM-1", client_id=CLIENT_ID).refunds] == [10_000]
@@ -273,8 +334,9 @@ async def test_every_post_replays_its_first_answer_for_the_same_key_and_body(sta
     r = await _same_key_twice(stack.client, f"/v1/payouts/{payout_id}/confirm", "k-confirm", {"reference": "TRF-1"})
     assert r.json()["status"] == "paid"
     r = await stack.client.post("/v1/payouts", json={"seller_id": "songket", "amount": 500})
-    r = await _same_key_twice(stack.client, f"/v1/payouts/{r.json()['payout_id']}/fail", "k-fail",
-                              {"reason": "account closed"})
+    r = await _same_key_twice(
+        stack.client, f"/v1/payouts/{r.json()['payout_id']}/fail", "k-fail", {"reason": "account closed"}
+    )
     assert r.json()["status"] == "failed"
     await stack.assert_books_balance()
 
@@ -284,8 +346,9 @@ async def test_a_refused_request_is_replayed_as_refused(stack: Stack) -> None:
     r = await _same_key_twice(stack.client, "/v1/orders", "k-bad", order_body("INV-X", [("K", 50_000, 1, "ghost")]))
     assert_problem(r, 422, "unknown_seller")
     await stack.create_seller("ghost")  # the first answer stands for this key
-    r = await stack.client.post("/v1/orders", json=order_body("INV-X", [("K", 50_000, 1, "ghost")]),
-                                headers={"Idempotency-Key": "k-bad"})
+    r = await stack.client.post(
+        "/v1/orders", json=order_body("INV-X", [("K", 50_000, 1, "ghost")]), headers={"Idempotency-Key": "k-bad"}
+    )
     assert_problem(r, 422, "unknown_seller")
     assert r.headers.get("idempotent-replayed") == "true"
 
@@ -298,8 +361,11 @@ async def test_a_key_whose_first_request_is_still_running_is_in_progress(stack: 
     first = asyncio.create_task(stack.client.post("/v1/orders", json=body, headers={"Idempotency-Key": "k-slow"}))
     conn = await asyncpg.connect(stack.database_url)
     try:
-        await poll(lambda: conn.fetchval("SELECT count(*) FROM idempotency_keys WHERE key = 'k-slow'"), 5.0,
-                   "the first request never took its key")
+        await poll(
+            lambda: conn.fetchval("SELECT count(*) FROM idempotency_keys WHERE key = 'k-slow'"),
+            5.0,
+            "the first request never took its key",
+        )
     finally:
         await conn.close()
     assert not first.done()
@@ -342,8 +408,9 @@ async def test_the_same_key_with_another_body_is_a_conflict_and_changes_nothing(
     assert_problem(r, 409, "idempotency_conflict")  # the query string is part of the request
 
     other = await stack.new_platform("Toko Lain")
-    r = await other.client.post("/v1/sellers", json={"seller_id": "x", "name": "X"},
-                                headers={"Idempotency-Key": "k-conflict-0"})
+    r = await other.client.post(
+        "/v1/sellers", json={"seller_id": "x", "name": "X"}, headers={"Idempotency-Key": "k-conflict-0"}
+    )
     assert r.status_code == 201, "keys are per platform"
     r = await stack.client.post("/v1/sellers", json={"seller_id": "y", "name": "Y"}, headers={"Idempotency-Key": ""})
     assert_problem(r, 422, "invalid_request")

@@ -33,6 +33,9 @@ async def test_resolving_an_unknown_or_foreign_exception_is_not_found(stack: Sta
     other = await stack.new_platform("Toko Lain")
     path = f"/v1/reconciliation/exceptions/{exception['exception_id']}/resolve"
     assert_problem(await other.client.post(path, json={"resolution": "mine now"}), 404, "not_found")
-    assert_problem(await stack.client.post("/v1/reconciliation/exceptions/999999/resolve",
-                                           json={"resolution": "x"}), 404, "not_found")
+    assert_problem(
+        await stack.client.post("/v1/reconciliation/exceptions/999999/resolve", json={"resolution": "x"}),
+        404,
+        "not_found",
+    )
     assert (await stack.exceptions())[0]["resolved_at"] is None

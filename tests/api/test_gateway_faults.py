@@ -61,8 +61,13 @@ async def test_doku_answering_5xx_keeps_the_order_send_failed_then_send_delivers
 
 async def test_doku_on_a_closed_port_then_back_the_same_request_id_goes_through(stack: Stack) -> None:
     await stack.create_seller("lurik")
-    gateway = {"client_id": CLIENT_ID, "secret_key": SECRET_KEY, "fee_bps": 150, "fee_fixed": 1_000,
-               "commission_bps": 500}
+    gateway = {
+        "client_id": CLIENT_ID,
+        "secret_key": SECRET_KEY,
+        "fee_bps": 150,
+        "fee_fixed": 1_000,
+        "commission_bps": 500,
+    }
     closed = f"http://127.0.0.1:{_closed_port()}"
     r = await stack.client.put("/v1/platform/gateway", json={**gateway, "base_url": closed})
     assert r.status_code == 200

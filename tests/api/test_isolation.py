@@ -63,8 +63,13 @@ async def test_platform_b_gets_404_for_every_one_of_a_s_resources(stack: Stack) 
         assert_problem(await b.client.post(path, json=payload), 404, code)
     r = await b.client.post("/v1/orders", json=order_body("INV-B-X", [("Batik", 50_000, 1, "batik-sari")]))
     assert_problem(r, 422, "unknown_seller")  # A's seller is no seller of B's
-    summary = (await b.client.post("/v1/settlements", content=(await stack.settlement_csv("INV-A-1")).encode(),
-                                   headers={"Content-Type": "text/csv"})).json()
+    summary = (
+        await b.client.post(
+            "/v1/settlements",
+            content=(await stack.settlement_csv("INV-A-1")).encode(),
+            headers={"Content-Type": "text/csv"},
+        )
+    ).json()
     assert (summary["booked"], summary["exceptions"]) == (0, {"unknown_invoice": 1})  # A's report means nothing to B
     assert await stack.trial_balance() == a_books
     assert (await stack.client.get(f"/v1/payouts/{a['payout']['payout_id']}")).json()["status"] == "pending"

@@ -108,7 +108,9 @@ async def test_reordered_deliveries_newest_first_end_in_the_right_state(stack: S
     await stack.wait_for_status("INV-ORD-A", "expired")
     inbox = await stack.inbox()
     assert [(n["invoice_number"], n["transaction_status"]) for n in inbox] == [
-        ("INV-ORD-B", "SUCCESS"), ("INV-ORD-A", "EXPIRED")]
+        ("INV-ORD-B", "SUCCESS"),
+        ("INV-ORD-A", "EXPIRED"),
+    ]
     books = await stack.assert_books_balance()
     assert books["doku:clearing"] == AMOUNT
 
@@ -124,9 +126,16 @@ async def test_forged_signature_is_refused_kept_and_posts_nothing(stack: Stack) 
     tampered = body.replace(b"60000", b"6000")  # signed by the merchant's key, changed on the way
     r = await stack.anon.post(NOTIFICATION_PATH, content=tampered, headers=notification_headers(body))
     assert_problem(r, 401, "invalid_signature")
-    r = await stack.anon.post(NOTIFICATION_PATH, content=body, headers={
-        "Client-Id": CLIENT_ID, "Request-Id": "x", "Request-Timestamp": "2024-01-01T00:00:00Z",
-        "Signature": "HMACSHA256=AAAA"})
+    r = await stack.anon.post(
+        NOTIFICATION_PATH,
+        content=body,
+        headers={
+            "Client-Id": CLIENT_ID,
+            "Request-Id": "x",
+            "Request-Timestamp": "2024-01-01T00:00:00Z",
+            "Signature": "HMACSHA256=AAAA",
+        },
+    )
     assert_problem(r, 401, "invalid_signature")
     r = await stack.anon.post(NOTIFICATION_PATH, content=body, headers={"Client-Id": CLIENT_ID})  # no signature
     assert_problem(r, 401, "invalid_signature")
@@ -178,8 +187,12 @@ async def test_malformed_but_signed_body_is_refused_kept_and_posts_nothing(stack
     await stack.create_seller("tenun")
     await stack.place_order("INV-MAL-1", ITEMS)
     before = await stack.accounts()
-    for body in (b"{not json", b'{"order": {"invoice_number": "INV-MAL-1"}}', b"[]",
-                 b'{"order": {"invoice_number": "INV-MAL-1", "amount": -5}, "transaction": {"status": "SUCCESS"}}'):
+    for body in (
+        b"{not json",
+        b'{"order": {"invoice_number": "INV-MAL-1"}}',
+        b"[]",
+        b'{"order": {"invoice_number": "INV-MAL-1", "amount": -5}, "transaction": {"status": "SUCCESS"}}',
+    ):
         r = await stack.notify(body)
         assert_problem(r, 400, "malformed_message")
     assert [n["outcome"] for n in await stack.inbox()] == ["malformed_message"] * 4
@@ -213,7 +226,11 @@ async def test_unknown_invoice_is_acknowledged_not_posted_and_becomes_an_excepti
     assert await stack.accounts() == before
     (exc,) = await stack.exceptions()
     assert (exc["kind"], exc["invoice_number"], exc["actual"], exc["expected"]) == (
-        "unknown_invoice", "INV-NOBODY-1", 75_000, None)
+        "unknown_invoice",
+        "INV-NOBODY-1",
+        75_000,
+        None,
+    )
     r = await stack.client.get("/v1/orders/INV-NOBODY-1")
     assert_problem(r, 404, "order_not_found")
 
@@ -238,9 +255,19 @@ async def test_a_stale_but_signed_notification_triggers_a_status_check(stack: St
     await stack.sandbox.drain()
     body = notification_body("INV-STALE-1", AMOUNT)
     old = signing.format_timestamp(datetime.now(UTC) - timedelta(days=30))
-    headers = {"Client-Id": CLIENT_ID, "Request-Id": "stale-1", "Request-Timestamp": old,
-               "Signature": signing.sign(secret_key=SECRET_KEY, client_id=CLIENT_ID, request_id="stale-1",
-                                         timestamp=old, target=NOTIFICATION_PATH, body=body)}
+    headers = {
+        "Client-Id": CLIENT_ID,
+        "Request-Id": "stale-1",
+        "Request-Timestamp": old,
+        "Signature": signing.sign(
+            secret_key=SECRET_KEY,
+            client_id=CLIENT_ID,
+            request_id="stale-1",
+            timestamp=old,
+            target=NOTIFICATION_PATH,
+            body=body,
+        ),
+    }
     r = await stack.anon.post(NOTIFICATION_PATH, content=body, headers=headers)
     assert_problem(r, 401, "stale_timestamp")
     await poll(lambda: _is_captured(stack, "INV-STALE-1"), 5.0, "the status check never captured")

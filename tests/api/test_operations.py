@@ -51,12 +51,27 @@ async def test_the_openapi_document_lists_the_main_paths(stack: Stack) -> None:
     assert r.status_code == 200
     paths = set(r.json()["paths"])
     assert {
-        "/health", "/metrics", NOTIFICATION_PATH, "/v1/platform/gateway", "/v1/sellers", "/v1/sellers/{seller_id}",
-        "/v1/sellers/{seller_id}/balances", "/v1/sellers/{seller_id}/statement", "/v1/orders",
-        "/v1/orders/{invoice_number}", "/v1/orders/{invoice_number}/refunds", "/v1/orders/{invoice_number}/send",
-        "/v1/orders/{invoice_number}/status-check", "/v1/refunds/{refund_id}", "/v1/payouts",
-        "/v1/payouts/{payout_id}/confirm", "/v1/settlements", "/v1/reconciliation", "/v1/reconciliation/exceptions",
-        "/v1/ledger/trial-balance", "/v1/ledger/entries/{entry_id}",
+        "/health",
+        "/metrics",
+        NOTIFICATION_PATH,
+        "/v1/platform/gateway",
+        "/v1/sellers",
+        "/v1/sellers/{seller_id}",
+        "/v1/sellers/{seller_id}/balances",
+        "/v1/sellers/{seller_id}/statement",
+        "/v1/orders",
+        "/v1/orders/{invoice_number}",
+        "/v1/orders/{invoice_number}/refunds",
+        "/v1/orders/{invoice_number}/send",
+        "/v1/orders/{invoice_number}/status-check",
+        "/v1/refunds/{refund_id}",
+        "/v1/payouts",
+        "/v1/payouts/{payout_id}/confirm",
+        "/v1/settlements",
+        "/v1/reconciliation",
+        "/v1/reconciliation/exceptions",
+        "/v1/ledger/trial-balance",
+        "/v1/ledger/entries/{entry_id}",
     } <= paths
     assert "post" in r.json()["paths"]["/v1/orders"]
 
@@ -155,10 +170,13 @@ async def test_seller_statement_json_and_csv_agree_and_run_to_payable(stack: Sta
     statement = (await stack.client.get("/v1/sellers/kasongan/statement")).json()
     lines = statement["lines"]
     assert [(x["kind"], x["account"]) for x in lines] == [
-        ("capture", "pending"), ("refund", "pending"), ("settlement", "pending"), ("settlement", "available"),
-        ("payout", "available")]
-    assert [x["change"] for x in lines] == [38_000, -refund["reversal"]["kasongan"], -(38_000 - 9_500), 28_500,
-                                             -5_000]
+        ("capture", "pending"),
+        ("refund", "pending"),
+        ("settlement", "pending"),
+        ("settlement", "available"),
+        ("payout", "available"),
+    ]
+    assert [x["change"] for x in lines] == [38_000, -refund["reversal"]["kasongan"], -(38_000 - 9_500), 28_500, -5_000]
     assert lines[-1]["balance"] == balances["payable"]
     running = 0
     for line in lines:
@@ -169,8 +187,9 @@ async def test_seller_statement_json_and_csv_agree_and_run_to_payable(stack: Sta
 
     paged = (await stack.client.get("/v1/sellers/kasongan/statement", params={"limit": 2})).json()
     assert [x["posting_id"] for x in paged["lines"]] == [x["posting_id"] for x in lines[:2]]
-    rest = (await stack.client.get("/v1/sellers/kasongan/statement",
-                                   params={"limit": 10, "after": paged["next_cursor"]})).json()
+    rest = (
+        await stack.client.get("/v1/sellers/kasongan/statement", params={"limit": 10, "after": paged["next_cursor"]})
+    ).json()
     assert [x["posting_id"] for x in paged["lines"] + rest["lines"]] == [x["posting_id"] for x in lines]
 
     r = await stack.client.get("/v1/sellers/kasongan/statement", params={"format": "csv"})
@@ -178,7 +197,8 @@ async def test_seller_statement_json_and_csv_agree_and_run_to_payable(stack: Sta
     assert r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert [(row["kind"], int(row["change"]), int(row["balance"])) for row in rows] == [
-        (x["kind"], x["change"], x["balance"]) for x in lines]
+        (x["kind"], x["change"], x["balance"]) for x in lines
+    ]
     assert sum(int(row["change"]) for row in rows) == balances["payable"]
 
 

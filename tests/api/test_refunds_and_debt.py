@@ -23,13 +23,18 @@ async def test_a_manual_refund_leaves_through_the_bank_and_never_calls_doku(stac
     await stack.capture("INV-MAN-1", items)
     before = await stack.assert_books_balance()
 
-    r = await stack.client.post("/v1/orders/INV-MAN-1/refunds", json={
-        "amount": 37_000, "reason": "blangkon out of stock", "mode": "manual", "reference": "BCA-TRF-0042"})
+    r = await stack.client.post(
+        "/v1/orders/INV-MAN-1/refunds",
+        json={"amount": 37_000, "reason": "blangkon out of stock", "mode": "manual", "reference": "BCA-TRF-0042"},
+    )
     assert r.status_code == 201, r.text
     refund = r.json()
     assert (refund["status"], refund["mode"], refund["reference"]) == ("succeeded", "manual", "BCA-TRF-0042")
-    weights = {"wayang": split["wayang"], "blangkon": split["blangkon"],
-               "platform": split["platform"] + split["doku_fee"]}
+    weights = {
+        "wayang": split["wayang"],
+        "blangkon": split["blangkon"],
+        "platform": split["platform"] + split["doku_fee"],
+    }
     expected = proportional(37_000, weights)
     assert refund["reversal"] == {**expected, "doku_fee": 0}
     assert stack.sandbox.order("INV-MAN-1", client_id=CLIENT_ID).refunds == ()
@@ -59,8 +64,9 @@ async def test_a_refund_after_payout_is_debt_and_the_next_settlement_repays_it_f
     # Captured, settled and paid out in full: the seller holds nothing with the platform.
     await stack.capture("INV-DEBT-1", first)
     await stack.import_settlement(_only(await stack.settlement_csv("INV-DEBT-1"), "INV-DEBT-1"))
-    r = await stack.client.post("/v1/payouts", json={"seller_id": "ulos", "amount": net, "status": "paid",
-                                                     "reference": "TRF-1"})
+    r = await stack.client.post(
+        "/v1/payouts", json={"seller_id": "ulos", "amount": net, "status": "paid", "reference": "TRF-1"}
+    )
     assert r.status_code == 201 and r.json()["status"] == "paid"
     assert (await stack.balances("ulos"))["payable"] == 0
 
@@ -90,12 +96,20 @@ async def test_a_refund_after_payout_is_debt_and_the_next_settlement_repays_it_f
     # Its settlement repays the debt before anything becomes available.
     summary = await stack.import_settlement(_only(await stack.settlement_csv("INV-DEBT-2"), "INV-DEBT-2"))
     assert (summary["booked"], summary["exception_count"]) == (1, 0)
-    assert await stack.balances("ulos") == {"seller_id": "ulos", "pending": 0, "available": net2 - share["ulos"],
-                                            "debt": 0, "payable": net2 - share["ulos"], "as_of": None}
+    assert await stack.balances("ulos") == {
+        "seller_id": "ulos",
+        "pending": 0,
+        "available": net2 - share["ulos"],
+        "debt": 0,
+        "payable": net2 - share["ulos"],
+        "as_of": None,
+    }
     await stack.assert_books_balance()
     statement = (await stack.client.get("/v1/sellers/ulos/statement", params={"account": "debt"})).json()
     assert [(line["kind"], line["change"]) for line in statement["lines"]] == [
-        ("refund", share["ulos"]), ("settlement", -share["ulos"])]
+        ("refund", share["ulos"]),
+        ("settlement", -share["ulos"]),
+    ]
 
     r = await stack.client.post("/v1/payouts", json={"seller_id": "ulos", "amount": net2 - share["ulos"]})
     assert r.status_code == 201, r.text
@@ -111,8 +125,10 @@ async def test_a_settlement_smaller_than_the_debt_repays_what_it_can(stack: Stac
     await stack.import_settlement(_only(await stack.settlement_csv("INV-BIG-1"), "INV-BIG-1"))
     r = await stack.client.post("/v1/payouts", json={"seller_id": "ulos", "amount": 190_000, "status": "paid"})
     assert r.status_code == 201
-    r = await stack.client.post("/v1/orders/INV-BIG-1/refunds", json={
-        "amount": 200_000, "reason": "all back", "parties": {"ulos": 190_000, "platform": 10_000}})
+    r = await stack.client.post(
+        "/v1/orders/INV-BIG-1/refunds",
+        json={"amount": 200_000, "reason": "all back", "parties": {"ulos": 190_000, "platform": 10_000}},
+    )
     assert r.status_code == 201, r.text
     assert (await stack.balances("ulos"))["debt"] == 190_000
     order = await stack.order("INV-BIG-1")

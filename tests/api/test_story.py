@@ -25,8 +25,14 @@ async def test_the_whole_story_from_cart_to_clean_reconciliation(stack: Stack) -
     # 1. Sellers: three empty accounts each, books balanced.
     for seller in (BATIK, KOPI):
         await stack.create_seller(seller)
-        assert await stack.balances(seller) == {"seller_id": seller, "pending": 0, "available": 0, "debt": 0,
-                                                "payable": 0, "as_of": None}
+        assert await stack.balances(seller) == {
+            "seller_id": seller,
+            "pending": 0,
+            "available": 0,
+            "debt": 0,
+            "payable": 0,
+            "as_of": None,
+        }
     assert set((await stack.assert_books_balance()).values()) == {0}
 
     # 2. The order: the split is frozen and the signed payment request reaches the sandbox; nothing is posted.
@@ -79,7 +85,7 @@ async def test_the_whole_story_from_cart_to_clean_reconciliation(stack: Stack) -
     report = await stack.settlement_csv("INV-STORY-1")
     header, *rows = report.splitlines()
     assert len(rows) == 1
-    line = dict(zip(header.split(","), rows[0].split(",")))
+    line = dict(zip(header.split(","), rows[0].split(","), strict=True))
     assert (int(line["gross_amount"]), int(line["fee"]), int(line["net_amount"])) == (GROSS, fee, GROSS - fee)
     summary = await stack.import_settlement(report)
     assert (summary["lines"], summary["booked"], summary["exception_count"]) == (1, 1, 0)
@@ -89,8 +95,14 @@ async def test_the_whole_story_from_cart_to_clean_reconciliation(stack: Stack) -
     assert books["doku:clearing"] == -REFUND  # DOKU paid the refund and will deduct it later
     assert books["doku:fees_withheld"] == 0
     batik_left, kopi_left = split[BATIK] - reversal[BATIK], split[KOPI] - reversal[KOPI]
-    assert await stack.balances(BATIK) == {"seller_id": BATIK, "pending": 0, "available": batik_left, "debt": 0,
-                                           "payable": batik_left, "as_of": None}
+    assert await stack.balances(BATIK) == {
+        "seller_id": BATIK,
+        "pending": 0,
+        "available": batik_left,
+        "debt": 0,
+        "payable": batik_left,
+        "as_of": None,
+    }
     assert (await stack.balances(KOPI))["available"] == kopi_left
     again = await stack.import_settlement(report)  # the same bytes: imported once
     assert again["already_imported"] is True
@@ -112,8 +124,9 @@ async def test_the_whole_story_from_cart_to_clean_reconciliation(stack: Stack) -
 
     # 7. Reconciliation over the capture day to the settlement day: clean, and its figures are ours.
     captured_on = date.fromisoformat(line["transaction_date"][:10])
-    r = await stack.client.get("/v1/reconciliation", params={
-        "period_start": captured_on.isoformat(), "period_end": line["settlement_date"]})
+    r = await stack.client.get(
+        "/v1/reconciliation", params={"period_start": captured_on.isoformat(), "period_end": line["settlement_date"]}
+    )
     assert r.status_code == 200, r.text
     rec = r.json()
     assert rec["issues"] == [] and rec["clean"] is True and rec["trial_balance_zero"] is True
@@ -130,8 +143,13 @@ async def test_the_whole_story_from_cart_to_clean_reconciliation(stack: Stack) -
     assert owed["expected"] == owed["ledger"] == kopi_left
     assert owed["difference"] == 0
     assert (owed["allocated"], owed["reversed"], owed["paid_out"]) == (
-        split[BATIK] + split[KOPI], reversal[BATIK] + reversal[KOPI], batik_left)
-    r = await stack.client.get("/v1/reconciliation", params={
-        "period_start": captured_on.isoformat(), "period_end": line["settlement_date"], "format": "csv"})
+        split[BATIK] + split[KOPI],
+        reversal[BATIK] + reversal[KOPI],
+        batik_left,
+    )
+    r = await stack.client.get(
+        "/v1/reconciliation",
+        params={"period_start": captured_on.isoformat(), "period_end": line["settlement_date"], "format": "csv"},
+    )
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     assert str(GROSS) in r.text and str(kopi_left) in r.text

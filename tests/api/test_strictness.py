@@ -42,10 +42,11 @@ async def test_a_key_claimed_by_a_process_that_died_is_taken_over(stack: Stack) 
     assert first.status_code == 201
     conn = await asyncpg.connect(stack.database_url)
     try:
-        # Make the claim look like a request that never finished: in progress, long ago.
+        # Make the claim look like a request whose process died between phases: its lease has lapsed.
         await conn.execute(
             "UPDATE idempotency_keys SET status = 'in_progress', response_status = NULL, response_body = NULL, "
-            "created_at = now() - interval '10 minutes' WHERE platform_id = $1 AND key = 'seller-ulos'",
+            "owner = 'dead-process', locked_until = now() - interval '1 second' "
+            "WHERE platform_id = $1 AND key = 'seller-ulos'",
             stack.platform_id,
         )
         again = await stack.client.post("/v1/sellers", json=body, headers=headers)
@@ -54,13 +55,47 @@ async def test_a_key_claimed_by_a_process_that_died_is_taken_over(stack: Stack) 
             "SELECT status FROM idempotency_keys WHERE platform_id = $1 AND key = 'seller-ulos'", stack.platform_id
         )
         assert status == "done"
-        # A fresh claim is still respected.
+        # A live lease is still respected.
         await conn.execute(
-            "UPDATE idempotency_keys SET status = 'in_progress', created_at = now() "
-            "WHERE platform_id = $1 AND key = 'seller-ulos'",
+            "UPDATE idempotency_keys SET status = 'in_progress', owner = 'live-process', "
+            "locked_until = now() + interval '1 minute' WHERE platform_id = $1 AND key = 'seller-ulos'",
             stack.platform_id,
         )
-        assert_problem(await stack.client.post("/v1/sellers", json=body, headers=headers), 409,
-                       "idempotency_in_progress")
+        assert_problem(
+            await stack.client.post("/v1/sellers", json=body, headers=headers), 409, "idempotency_in_progress"
+        )
     finally:
         await conn.close()
+
+
+async def test_refunds_and_payouts_require_an_idempotency_key_and_move_nothing_without_one(stack: Stack) -> None:
+    await stack.create_seller("songket")
+    await stack.capture("INV-KEY-1", ITEMS)
+    before = await stack.accounts()
+    none = {"Idempotency-Key": "-"}  # the stack's client adds a key unless told not to
+    r = await stack.client.post("/v1/orders/INV-KEY-1/refunds", json={"amount": 1_000, "reason": "x"}, headers=none)
+    assert_problem(r, 400, "idempotency_key_required")
+    r = await stack.client.post("/v1/payouts", json={"seller_id": "songket", "amount": 1}, headers=none)
+    assert_problem(r, 400, "idempotency_key_required")
+    for action, body in (("confirm", {}), ("fail", {"reason": "x"})):
+        r = await stack.client.post(f"/v1/payouts/po-x/{action}", json=body, headers=none)
+        assert_problem(r, 400, "idempotency_key_required")
+    assert await stack.accounts() == before
+    assert (await stack.client.get("/v1/orders/INV-KEY-1/refunds")).json() == []
+    # Other POSTs keep the key optional.
+    r = await stack.client.post("/v1/sellers", json={"seller_id": "tenun", "name": "Tenun"}, headers=none)
+    assert r.status_code == 201, r.text
+
+
+async def test_pasting_the_same_refund_twice_with_its_key_refunds_once(stack: Stack) -> None:
+    await stack.create_seller("songket")
+    await stack.capture("INV-KEY-2", ITEMS)
+    key = {"Idempotency-Key": "refund-INV-KEY-2"}
+    body = {"amount": 10_000, "reason": "item returned"}
+    first = await stack.client.post("/v1/orders/INV-KEY-2/refunds", json=body, headers=key)
+    again = await stack.client.post("/v1/orders/INV-KEY-2/refunds", json=body, headers=key)
+    assert first.status_code == again.status_code == 201
+    assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
+    refunds = (await stack.client.get("/v1/orders/INV-KEY-2/refunds")).json()
+    assert [r["amount"] for r in refunds] == [10_000]
+    assert (await stack.order("INV-KEY-2"))["refunded_amount"] == 10_000

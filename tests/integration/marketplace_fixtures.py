@@ -4,8 +4,8 @@ refunds, settlement reports and a snapshot of everything a no-op must leave unch
 Every test makes its own platform, so the tests share one database (``market_pool``, one per
 session): the schema is tenant-keyed, and sharing it also shows that no query leaks across
 platforms. Orders are made the way the service makes them: ``split.allocate`` with a cart policy, then
-``orders.insert_order`` and ``orders.capture``; refunds through ``refunds.begin_refund`` and
-``refunds.complete_refund``.
+the orders table's insert and ``capture.capture``; refunds through the refund use case with a gateway
+that always says yes (``AlwaysYes``) or as manual refunds.
 """
 
 from __future__ import annotations
@@ -22,11 +22,19 @@ import msgspec
 import pytest
 
 from api.database import create_pool
-from api.platforms import create_platform
-from ledger import chart, orders, refunds, sellers, split
+from ledger import chart, refunds, split
 from ledger.orders import CaptureRequest, Order, OrderPolicy
-from ledger.settlement import DEFAULT_MAPPING
-from ledger.store import LedgerStore
+from ledger.payouts import Payout
+from ledger.service import capture as capture_service
+from ledger.service import payouts
+from ledger.service import refunds as refund_service
+from ledger.service.gateway import Delivered, Outcome, PaymentStatus
+from ledger.service.idempotency import Answer, Keyed
+from ledger.service.payouts import PayoutDraft, request_payout
+from ledger.service.platforms import create_platform
+from ledger.service.sellers import SellerDraft, add_seller
+from ledger.settlement_report import DEFAULT_MAPPING
+from ledger.store import Database, LedgerStore
 from tests.conftest import create_test_database, drop_test_database
 
 _ids = itertools.count(1)
@@ -42,14 +50,43 @@ async def market_pool(postgres, template_database):
     await drop_test_database(postgres, name)
 
 
+class AlwaysYes:
+    """A payment gateway that accepts everything (the use cases take any ``PaymentGateway``)."""
+
+    def payment_request(self, *args: object) -> tuple[dict, list]:
+        return {}, []
+
+    async def request_payment(self, gateway: object, order: object) -> Outcome:
+        return Delivered()
+
+    async def refund(self, gateway: object, refund: object) -> Outcome:
+        return Delivered()
+
+    async def check_status(self, gateway: object, invoice_number: str) -> PaymentStatus:
+        raise AssertionError("not used")
+
+    def base_urls(self) -> set[str]:
+        return set()
+
+
+def plain(db: Database, pid: str) -> Keyed:
+    """A request without an Idempotency-Key."""
+    return Keyed(db, pid, None, b"", lambda _: Answer(status=200, body=b""))
+
+
 @dataclass
 class Market:
     pool: asyncpg.Pool
-    store: LedgerStore
+    db: Database
     pid: str
 
+    @property
+    def store(self) -> LedgerStore:
+        return self.db.ledger
+
     async def add_seller(self, seller_id: str) -> None:
-        await sellers.create_seller(self.pool, self.store, self.pid, seller_id=seller_id, name=seller_id.title())
+        draft = SellerDraft(seller_id=seller_id, name=seller_id.title())
+        await self.db.transaction(lambda uow: add_seller(uow, self.pid, draft))
 
     async def add_order(
         self,
@@ -72,26 +109,56 @@ class Market:
         )
         gross = sum(items.values())
         allocation = split.allocate(gross, line_items, policy.split, policy.fee)
-        order = await orders.insert_order(
-            self.pool, self.pid, invoice_number=invoice, amount=gross, request={"test": True}, policy=policy,
-            allocation=allocation, doku_request_id=f"req-{invoice}",
+        order = await self.db.transaction(
+            lambda uow: uow.orders.insert(
+                self.pid,
+                invoice_number=invoice,
+                amount=gross,
+                request={"test": True},
+                policy=policy,
+                allocation=allocation,
+                doku_request_id=f"req-{invoice}",
+            )
         )
         if capture:
-            result = await orders.capture(
-                self.pool, self.store, self.pid, CaptureRequest(invoice_number=invoice, amount=gross, at=captured_at)
+            result = await capture_service.capture(
+                self.db, self.pid, CaptureRequest(invoice_number=invoice, amount=gross, at=captured_at)
             )
             assert result.outcome == "captured"
-            order = await orders.get_order(self.pool, self.pid, invoice)
+            order = await self.order(invoice)
         return order
 
     async def refund(self, invoice: str, amount: int, *, mode: str = "gateway") -> refunds.Refund:
+        draft = refund_service.RefundDraft(
+            amount=amount,
+            reason="test",
+            mode=mode,  # type: ignore[arg-type]
+        )
         refund_id = f"rf-{next(_ids)}"
-        await refunds.begin_refund(self.pool, self.pid, refund_id=refund_id, invoice_number=invoice, amount=amount,
-                                   reason="test", mode=mode)  # type: ignore[arg-type]
-        return await refunds.complete_refund(self.pool, self.store, self.pid, refund_id)
+        await self.db.transaction(lambda uow: refund_service.reserve_refund(uow, self.pid, refund_id, invoice, draft))
+        return await self.db.transaction(lambda uow: refund_service.complete_refund(uow, self.pid, refund_id))
+
+    async def create_payout(
+        self, *, payout_id: str, seller_id: str, amount: int, reference: str | None = None, mark_paid: bool = False
+    ) -> Payout:
+        """A payout with the id given (the API derives it from the Idempotency-Key)."""
+        draft = PayoutDraft(seller_id=seller_id, amount=amount, reference=reference, mark_paid=mark_paid)
+        return await self.db.transaction(lambda uow: request_payout(uow, self.pid, payout_id, draft))
+
+    async def confirm_payout(self, payout_id: str, *, reference: str | None = None) -> Payout:
+        return await payouts.confirm_payout(self.db, plain(self.db, self.pid), self.pid, payout_id, reference=reference)
+
+    async def fail_payout(self, payout_id: str, *, reason: str) -> Payout:
+        return await payouts.fail_payout(self.db, plain(self.db, self.pid), self.pid, payout_id, reason=reason)
+
+    async def get_payout(self, payout_id: str) -> Payout:
+        return await payouts.get_payout(self.db, self.pid, payout_id)
+
+    async def list_payouts(self, **filters: object) -> list[Payout]:
+        return await payouts.list_payouts(self.db, self.pid, **filters)  # type: ignore[arg-type]
 
     async def order(self, invoice: str) -> Order:
-        return await orders.get_order(self.pool, self.pid, invoice)
+        return await self.db.read(lambda uow: uow.orders.get(self.pid, invoice))
 
     async def balance(self, code: str) -> int:
         return await self.store.balance(self.pid, code)
@@ -110,8 +177,14 @@ class Market:
         """Every balance, the trial balance and the row counts a no-op must leave unchanged."""
         trial = await self.store.trial_balance(self.pid)
         counts = {}
-        for table in ("journal_entries", "postings", "settlement_reports", "settlement_lines",
-                      "reconciliation_exceptions", "payouts"):
+        for table in (
+            "journal_entries",
+            "postings",
+            "settlement_reports",
+            "settlement_lines",
+            "reconciliation_exceptions",
+            "payouts",
+        ):
             counts[table] = await self.pool.fetchval(f"SELECT count(*) FROM {table} WHERE platform_id = $1", self.pid)
         settled = await self.pool.fetch(
             "SELECT invoice_number, settled_at, settlement_entry_id FROM orders WHERE platform_id = $1 "
@@ -134,12 +207,9 @@ class Market:
 
 
 async def new_market(pool: asyncpg.Pool, *seller_ids: str) -> Market:
-    store = LedgerStore(pool)
-    async with pool.acquire() as conn:
-        pid, _ = await create_platform(conn, "Test Market")
-    # create_platform opens them too (now); harmless and idempotent either way.
-    await store.open_accounts(pid, chart.platform_accounts())
-    market = Market(pool=pool, store=store, pid=pid)
+    db = Database(pool)
+    pid, _ = await create_platform(db, "Test Market")
+    market = Market(pool=pool, db=db, pid=pid)
     for seller_id in seller_ids:
         await market.add_seller(seller_id)
     return market

@@ -8,9 +8,9 @@ import io
 import pytest
 
 from ledger import errors
-from ledger.balances import seller_balances, seller_statement, statement_csv
-from ledger.payouts import create_payout
-from ledger.settlement import import_settlement_report
+from ledger.reports_csv import statement_csv
+from ledger.service.balances import seller_balances, seller_statement
+from ledger.service.settlement import import_settlement_report
 from tests.integration.marketplace_fixtures import (  # noqa: F401 (market_pool is a fixture)
     Market,
     line_for,
@@ -25,11 +25,10 @@ async def story(pool) -> tuple[Market, dict[str, object]]:
     m = await new_market(pool, "alice")
     marks: dict[str, object] = {}
     one = await m.add_order("INV-1", {"alice": 100_000})
-    summary = await import_settlement_report(m.pool, m.store, m.pid, source_name="r.csv",
-                                             content=report_csv([line_for(one)]))
+    summary = await import_settlement_report(m.db, m.pid, source_name="r.csv", content=report_csv([line_for(one)]))
     marks["report_id"] = summary.report_id
     marks["after_settlement"] = await pool.fetchval("SELECT clock_timestamp()")
-    await create_payout(m.pool, m.store, m.pid, payout_id="po-1", seller_id="alice", amount=60_000, mark_paid=True)
+    await m.create_payout(payout_id="po-1", seller_id="alice", amount=60_000, mark_paid=True)
     refund = await m.refund("INV-1", 100_000)
     marks["refund_id"] = refund.refund_id
     await m.add_order("INV-2", {"alice": 50_000})
@@ -39,21 +38,21 @@ async def story(pool) -> tuple[Market, dict[str, object]]:
 async def test_balances_now_and_as_of_an_earlier_instant(market_pool):
     m, marks = await story(market_pool)
 
-    now = await seller_balances(m.store, m.pid, "alice")
+    now = await seller_balances(m.db, m.pid, "alice")
     assert (now.pending, now.available, now.debt, now.payable) == (45_000, 0, 60_000, -15_000)
 
-    then = await seller_balances(m.store, m.pid, "alice", as_of=marks["after_settlement"])
+    then = await seller_balances(m.db, m.pid, "alice", as_of=marks["after_settlement"])
     assert (then.pending, then.available, then.debt, then.payable) == (0, 90_000, 0, 90_000)
     assert then.as_of == marks["after_settlement"]
 
     with pytest.raises(errors.SellerNotFound):
-        await seller_balances(m.store, m.pid, "nobody")
+        await seller_balances(m.db, m.pid, "nobody")
 
 
 async def test_the_all_statement_runs_to_payable_with_links_to_what_moved_the_money(market_pool):
     m, marks = await story(market_pool)
 
-    statement = await seller_statement(m.store, m.pid, "alice")
+    statement = await seller_statement(m.db, m.pid, "alice")
 
     got = [(line.kind, line.account, line.change, line.balance) for line in statement.lines]
     assert got == [
@@ -75,11 +74,11 @@ async def test_the_all_statement_runs_to_payable_with_links_to_what_moved_the_mo
 
 async def test_pages_join_up_to_the_whole_statement(market_pool):
     m, _ = await story(market_pool)
-    whole = (await seller_statement(m.store, m.pid, "alice")).lines
+    whole = (await seller_statement(m.db, m.pid, "alice")).lines
 
     pages, after = [], None
     while True:
-        page = await seller_statement(m.store, m.pid, "alice", after=after, limit=3)
+        page = await seller_statement(m.db, m.pid, "alice", after=after, limit=3)
         pages.append(page.lines)
         after = page.next_cursor
         if after is None:
@@ -91,20 +90,20 @@ async def test_pages_join_up_to_the_whole_statement(market_pool):
 async def test_one_account_statement_and_a_time_window(market_pool):
     m, marks = await story(market_pool)
 
-    debt = await seller_statement(m.store, m.pid, "alice", account="debt")
+    debt = await seller_statement(m.db, m.pid, "alice", account="debt")
     assert [(line.change, line.balance) for line in debt.lines] == [(60_000, 60_000)]
 
-    available = await seller_statement(m.store, m.pid, "alice", account="available")
+    available = await seller_statement(m.db, m.pid, "alice", account="available")
     assert [line.balance for line in available.lines] == [90_000, 30_000, 0]
 
-    later = await seller_statement(m.store, m.pid, "alice", since=marks["after_settlement"])
+    later = await seller_statement(m.db, m.pid, "alice", since=marks["after_settlement"])
     assert [line.kind for line in later.lines] == ["payout", "refund", "refund", "capture"]
     assert later.lines[0].balance == 30_000  # counts what happened before the window
 
 
 async def test_statement_csv_has_one_row_per_line(market_pool):
     m, marks = await story(market_pool)
-    statement = await seller_statement(m.store, m.pid, "alice")
+    statement = await seller_statement(m.db, m.pid, "alice")
 
     rows = list(csv.DictReader(io.StringIO(statement_csv(statement.lines))))
 

@@ -16,8 +16,9 @@ import pytest
 
 from api.cli import main
 from api.database import create_pool
-from api.platforms import ApiKeyVerifier
-from api.problems import ApiError
+from ledger import errors
+from ledger.service.platforms import ApiKeyVerifier
+from ledger.store import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,9 +36,9 @@ async def test_platforms_create_prints_a_key_that_authenticates_once_stored_hash
     key = next(line.split()[-1] for line in out.splitlines() if line.startswith("api key:"))
     pool = await create_pool(database_url, min_size=1, max_size=2)
     try:
-        assert await ApiKeyVerifier(pool).verify(key) == "toko-maju"
-        with pytest.raises(ApiError) as refused:
-            await ApiKeyVerifier(pool).verify(key[:-1] + ("A" if key[-1] != "A" else "B"))
+        assert await ApiKeyVerifier(Database(pool)).verify(key) == "toko-maju"
+        with pytest.raises(errors.Unauthorized) as refused:
+            await ApiKeyVerifier(Database(pool)).verify(key[:-1] + ("A" if key[-1] != "A" else "B"))
         assert refused.value.code == "unauthorized"
         stored = await pool.fetchval("SELECT key_hash FROM api_keys WHERE platform_id = 'toko-maju'")
         assert key.encode() not in bytes(stored) and key.split("_", 3)[3].encode() not in bytes(stored)
@@ -56,8 +57,10 @@ def _serve(env: dict[str, str], port: int) -> subprocess.Popen:
     inherited = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     return subprocess.Popen(
         [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-        cwd=ROOT, env={**inherited, **env, "SPLITLEDGER_STATUS_CHECK_ENABLED": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env={**inherited, **env, "SPLITLEDGER_STATUS_CHECK_ENABLED": "false"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -113,7 +116,11 @@ def test_serve_without_database_url_starts_embedded_postgres_that_survives_resta
 def test_the_demo_tells_the_whole_story_and_ends_clean(database_url):
     result = subprocess.run(
         [sys.executable, "-m", "api.cli", "demo"],
-        cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url}, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for step in ("[5]", "[6]", "[7]", "[8]", "[9]"):

@@ -397,11 +397,10 @@ async def test_a_posting_recorded_before_its_accounts_previous_posting_is_refuse
 async def test_entries_written_inside_savepoints_are_checked_like_any_other(conn, ids):
     """The commit-time check skips re-summing entries of the current transaction; an entry written
     in a savepoint (another transaction id) must still be checked, balanced or not."""
-    async with conn.transaction():
-        async with conn.transaction():  # a savepoint
-            entry_id = await insert_entry(conn, "k1")
-            await insert_posting(conn, entry_id, ids["p1", "cash"], 100)
-            await insert_posting(conn, entry_id, ids["p1", "capital"], -100)
+    async with conn.transaction(), conn.transaction():  # a savepoint
+        entry_id = await insert_entry(conn, "k1")
+        await insert_posting(conn, entry_id, ids["p1", "cash"], 100)
+        await insert_posting(conn, entry_id, ids["p1", "capital"], -100)
     assert await count(conn, "postings") == 2
     tx = conn.transaction()
     await tx.start()

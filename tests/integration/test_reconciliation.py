@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
-from ledger.payouts import create_payout
-from ledger.reconciliation import WIB, reconcile, reconciliation_csv
-from ledger.settlement import import_settlement_report
+from ledger.calendar import WIB
+from ledger.reports_csv import reconciliation_csv
+from ledger.service.reconciliation import reconcile
+from ledger.service.settlement import import_settlement_report
 from tests.integration.marketplace_fixtures import (  # noqa: F401 (market_pool is a fixture)
     Market,
     line_for,
@@ -20,13 +21,14 @@ from tests.integration.marketplace_fixtures import (  # noqa: F401 (market_pool 
 
 
 def days_ago(n: int) -> datetime:
-    return datetime.now(timezone.utc) - timedelta(days=n)
+    return datetime.now(UTC) - timedelta(days=n)
 
 
 async def run(m: Market, **kwargs):
     today = datetime.now(WIB).date()
-    return await reconcile(m.pool, m.store, m.pid, period_start=today - timedelta(days=14), period_end=today,
-                           today=today, **kwargs)
+    return await reconcile(
+        m.db, m.pid, period_start=today - timedelta(days=14), period_end=today, today=today, **kwargs
+    )
 
 
 async def clean_story(pool) -> Market:
@@ -35,12 +37,13 @@ async def clean_story(pool) -> Market:
     one = await m.add_order("INV-1", {"alice": 100_000}, fee_bps=100, captured_at=days_ago(6))
     two = await m.add_order("INV-2", {"bob": 50_000}, fee_bps=100, captured_at=days_ago(5))
     settled_on = datetime.now(WIB).date() - timedelta(days=2)
-    await import_settlement_report(m.pool, m.store, m.pid, source_name="r.csv",
-                                   content=report_csv([line_for(one, settled_on), line_for(two, settled_on)]))
+    await import_settlement_report(
+        m.db, m.pid, source_name="r.csv", content=report_csv([line_for(one, settled_on), line_for(two, settled_on)])
+    )
     await m.refund("INV-1", 10_000, mode="gateway")
     await m.refund("INV-2", 5_000, mode="manual")
-    await create_payout(m.pool, m.store, m.pid, payout_id="po-1", seller_id="alice", amount=50_000, mark_paid=True)
-    await create_payout(m.pool, m.store, m.pid, payout_id="po-2", seller_id="bob", amount=20_000)
+    await m.create_payout(payout_id="po-1", seller_id="alice", amount=50_000, mark_paid=True)
+    await m.create_payout(payout_id="po-2", seller_id="bob", amount=20_000)
     await m.add_order("INV-3", {"alice": 30_000}, fee_bps=100)  # captured now: not due yet
     return m
 
@@ -68,7 +71,7 @@ async def test_a_clean_story_reconciles_clean_with_every_figure(market_pool):
     assert (sellers.difference, sellers.sellers) == (0, ())
     assert rec.trial_balance_zero is True and rec.open_exceptions == 0
 
-    earlier = await reconcile(m.pool, m.store, m.pid, period_start=date(2024, 1, 1), period_end=date(2024, 1, 31))
+    earlier = await reconcile(m.db, m.pid, period_start=date(2024, 1, 1), period_end=date(2024, 1, 31))
     assert (earlier.captured.count, earlier.settled.lines, earlier.refunded_gateway.count) == (0, 0, 0)
     assert earlier.clean is True  # positions (owed, balances) are as of now, whatever the period
 
@@ -77,7 +80,7 @@ async def test_late_settlement_and_an_open_exception_are_listed_and_not_clean(ma
     m = await clean_story(market_pool)
     await m.add_order("INV-OLD", {"bob": 20_000}, captured_at=days_ago(10))
     summary = await import_settlement_report(
-        m.pool, m.store, m.pid, source_name="r2.csv", content=report_csv([("INV-GHOST", 7_000, 0, 7_000, "2024-05-03")])
+        m.db, m.pid, source_name="r2.csv", content=report_csv([("INV-GHOST", 7_000, 0, 7_000, "2024-05-03")])
     )
 
     rec = await run(m)
@@ -91,12 +94,16 @@ async def test_late_settlement_and_an_open_exception_are_listed_and_not_clean(ma
     assert rec.open_exceptions == 1
     (ghost,) = rec.exceptions
     assert (ghost.kind, ghost.invoice_number, ghost.actual, ghost.report_id, ghost.line_no) == (
-        "unknown_invoice", "INV-GHOST", 7_000, summary.report_id, 1
+        "unknown_invoice",
+        "INV-GHOST",
+        7_000,
+        summary.report_id,
+        1,
     )
 
     rows = list(csv.reader(io.StringIO(reconciliation_csv(rec))))
     assert rows[0] == ["section", "metric", "value", "detail"]
-    assert ["result", "clean", "NO"] == rows[[r[:2] for r in rows].index(["result", "clean"])][:3]
+    assert rows[[r[:2] for r in rows].index(["result", "clean"])][:3] == ["result", "clean", "NO"]
     assert ["overdue order", "INV-OLD", "20000"] in [r[:3] for r in rows]
     assert ["open exception", "unknown_invoice", "7000"] in [r[:3] for r in rows]
     assert {r[1] for r in rows if r[0] == "issue"} == {"settlement_overdue", "open_exceptions"}
@@ -105,8 +112,9 @@ async def test_late_settlement_and_an_open_exception_are_listed_and_not_clean(ma
 async def test_resolved_exceptions_and_a_longer_settlement_delay_make_it_clean_again(market_pool):
     m = await clean_story(market_pool)
     await m.add_order("INV-OLD", {"bob": 20_000}, captured_at=days_ago(10))
-    await import_settlement_report(m.pool, m.store, m.pid, source_name="r2.csv",
-                                   content=report_csv([("INV-GHOST", 7_000, 0, 7_000, "2024-05-03")]))
+    await import_settlement_report(
+        m.db, m.pid, source_name="r2.csv", content=report_csv([("INV-GHOST", 7_000, 0, 7_000, "2024-05-03")])
+    )
     await m.pool.execute("UPDATE reconciliation_exceptions SET resolved_at = now() WHERE platform_id = $1", m.pid)
 
     rec = await run(m, settlement_days=30)

@@ -226,7 +226,7 @@ class LedgerMachine(RuleBasedStateMachine):
             results = self.run(self.store.post(self.platform, drafts))
         assert len(results) == len(drafts)
         posted_now: dict[str, int] = {}
-        for draft, result, (outcome, detail) in zip(drafts, results, expected):
+        for draft, result, (outcome, detail) in zip(drafts, results, expected, strict=True):
             match outcome:
                 case "posted":
                     assert isinstance(result, Posted) and not result.replayed, (result, outcome)
@@ -259,9 +259,12 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def open(self, specs: list[AccountSpec]) -> None:
         opened = self.run(self.store.open_accounts(self.platform, specs))
-        for spec, account in zip(specs, opened):
+        for spec, account in zip(specs, opened, strict=True):
             assert (account.code, account.kind, account.currency, account.allow_negative) == (
-                spec.code, spec.kind, spec.currency, spec.allow_negative,
+                spec.code,
+                spec.kind,
+                spec.currency,
+                spec.allow_negative,
             )
             assert account.balance == 0 and account.version == 0
             self.books.accounts[spec.code] = spec

@@ -32,7 +32,6 @@ import itertools
 import os
 from dataclasses import dataclass, field
 
-import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -45,12 +44,20 @@ from hypothesis.stateful import (
 )
 
 from api.database import create_pool
-from api.platforms import create_platform
-from ledger import chart, errors, orders, payouts, refunds, sellers, split
-from ledger.balances import seller_balances
+from ledger import chart, errors, split
 from ledger.orders import CaptureRequest, OrderPolicy
-from ledger.settlement import DEFAULT_MAPPING, import_settlement_report
-from ledger.store import LedgerStore
+from ledger.service import capture as capture_service
+from ledger.service import payouts, refunds
+from ledger.service.balances import seller_balances
+from ledger.service.idempotency import Answer, Keyed
+from ledger.service.payouts import PayoutDraft, request_payout
+from ledger.service.platforms import create_platform
+from ledger.service.refunds import RefundDraft
+from ledger.service.sellers import SellerDraft, add_seller
+from ledger.service.settlement import import_settlement_report
+from ledger.settlement_report import DEFAULT_MAPPING
+from ledger.store import Database, LedgerStore
+from ledger.store.orders import order_from_row
 
 SELLER_IDS = ("toko-a", "toko-b", "toko-c")
 MIN_GROSS, MAX_GROSS = 10_000, 5_000_000
@@ -165,9 +172,7 @@ class Market:
 
     def payable(self, seller_id: str) -> int:
         """available - debt: what a payout may take."""
-        return (
-            self.seller_total(seller_id) - self.seller_pending(seller_id) - self.payouts_of(seller_id, "pending")
-        )
+        return self.seller_total(seller_id) - self.seller_pending(seller_id) - self.payouts_of(seller_id, "pending")
 
     def platform_accounts(self) -> dict[str, int]:
         """Each platform account's balance, from the money's path in ``ledger.chart``."""
@@ -242,17 +247,34 @@ class MarketplaceMachine(RuleBasedStateMachine):
         self.runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)
         self.pool = self.run(create_pool(self.database_url, min_size=1, max_size=2))
         self.store = LedgerStore(self.pool)
+        self.db = Database(self.pool)
         self.platform = f"mkt-{os.getpid()}-{next(_platforms)}"
         self.run(self._create_platform())
         self.market = Market()
         self.ids = itertools.count(1)
 
     async def _create_platform(self) -> None:
-        async with self.pool.acquire() as conn:
-            await create_platform(conn, "Marketplace machine", platform_id=self.platform)
+        await create_platform(self.db, "Marketplace machine", platform_id=self.platform)
 
     def run(self, coroutine):
         return self.runner.run(coroutine)
+
+    def plain(self) -> Keyed:
+        return Keyed(self.db, self.platform, None, b"", lambda _: Answer(status=200, body=b""))
+
+    async def begin_refund(self, refund_id: str, invoice: str, draft: RefundDraft):
+        return await self.db.transaction(
+            lambda uow: refunds.reserve_refund(uow, self.platform, refund_id, invoice, draft)
+        )
+
+    async def complete_refund(self, refund_id: str):
+        return await self.db.transaction(lambda uow: refunds.complete_refund(uow, self.platform, refund_id))
+
+    async def fail_refund(self, refund_id: str, failure: dict):
+        return await self.db.transaction(lambda uow: refunds.fail_refund(uow, self.platform, refund_id, failure))
+
+    async def create_payout(self, payout_id: str, draft: PayoutDraft):
+        return await self.db.transaction(lambda uow: request_payout(uow, self.platform, payout_id, draft))
 
     def teardown(self) -> None:
         try:
@@ -294,7 +316,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
     async def seller_books(self, seller_ids) -> dict[str, SellerBooks]:
         found = {}
         for seller_id in seller_ids:
-            b = await seller_balances(self.store, self.platform, seller_id)
+            b = await seller_balances(self.db, self.platform, seller_id)
             found[seller_id] = (b.pending, b.available, b.debt)
         return found
 
@@ -314,9 +336,16 @@ class MarketplaceMachine(RuleBasedStateMachine):
     def open_seller(self, commission_bps: int | None) -> None:
         seller_id = SELLER_IDS[len(self.market.sellers)]
         seller = self.run(
-            sellers.create_seller(
-                self.pool, self.store, self.platform, seller_id=seller_id, name=seller_id.title(),
-                commission_bps=commission_bps,
+            self.db.transaction(
+                lambda uow: add_seller(
+                    uow,
+                    self.platform,
+                    SellerDraft(
+                        seller_id=seller_id,
+                        name=seller_id.title(),
+                        commission_bps=commission_bps,
+                    ),
+                )
             )
         )
         assert (seller.seller_id, seller.commission_bps) == (seller_id, commission_bps)
@@ -336,8 +365,11 @@ class MarketplaceMachine(RuleBasedStateMachine):
     def draw_items(self, data: st.DataObject) -> list[split.LineItem]:
         gross = data.draw(st.integers(MIN_GROSS, MAX_GROSS), label="gross")
         lines = data.draw(st.integers(1, 4), label="lines")
-        cuts = sorted(data.draw(st.sets(st.integers(1, gross // MIN_LINE - 1), min_size=lines - 1,
-                                        max_size=lines - 1), label="cuts"))
+        cuts = sorted(
+            data.draw(
+                st.sets(st.integers(1, gross // MIN_LINE - 1), min_size=lines - 1, max_size=lines - 1), label="cuts"
+            )
+        )
         bounds = [0, *(c * MIN_LINE for c in cuts), gross]
         items = []
         for index, (low, high) in enumerate(itertools.pairwise(bounds)):
@@ -380,9 +412,16 @@ class MarketplaceMachine(RuleBasedStateMachine):
         allocation = split.allocate(gross, items, policy.split, policy.fee, basis=policy.basis)
         invoice = f"INV-{next(self.ids)}"
         order = self.run(
-            orders.insert_order(
-                self.pool, self.platform, invoice_number=invoice, amount=gross, request={"machine": True},
-                policy=policy, allocation=allocation, doku_request_id=f"req-{invoice}",
+            self.db.transaction(
+                lambda uow: uow.orders.insert(
+                    self.platform,
+                    invoice_number=invoice,
+                    amount=gross,
+                    request={"machine": True},
+                    policy=policy,
+                    allocation=allocation,
+                    doku_request_id=f"req-{invoice}",
+                )
             )
         )
         assert (order.status, order.amount, order.allocation) == ("created", gross, allocation)
@@ -393,9 +432,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
     def capture(self, invoice: str) -> None:
         order = self.market.orders[invoice]
         result = self.run(
-            orders.capture(
-                self.pool, self.store, self.platform, CaptureRequest(invoice_number=invoice, amount=order.gross)
-            )
+            capture_service.capture(self.db, self.platform, CaptureRequest(invoice_number=invoice, amount=order.gross))
         )
         assert result.outcome == "captured", result
         order.captured = True
@@ -411,9 +448,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
         amount = order.gross + 1 if wrong_amount else order.gross
         before = self.run(self.snapshot())
         result = self.run(
-            orders.capture(
-                self.pool, self.store, self.platform, CaptureRequest(invoice_number=order.invoice, amount=amount)
-            )
+            capture_service.capture(self.db, self.platform, CaptureRequest(invoice_number=order.invoice, amount=amount))
         )
         assert result.outcome == ("amount_mismatch" if wrong_amount else "duplicate"), result
         assert self.run(self.snapshot()) == before
@@ -432,10 +467,15 @@ class MarketplaceMachine(RuleBasedStateMachine):
         amount = data.draw(st.just(order.left) | st.integers(1, order.left), label="refund amount")
         model = RefundModel(refund_id=f"rf-{next(self.ids)}", amount=amount, mode=mode)
         begun = self.run(
-            refunds.begin_refund(
-                self.pool, self.platform, refund_id=model.refund_id, invoice_number=order.invoice, amount=amount,
-                reason="machine", mode=mode,  # type: ignore[arg-type]
-                reference=f"bank-{model.refund_id}" if mode == "manual" else None,
+            self.begin_refund(
+                model.refund_id,
+                order.invoice,
+                RefundDraft(
+                    amount=amount,
+                    reason="machine",
+                    mode=mode,  # type: ignore[arg-type]
+                    reference=f"bank-{model.refund_id}" if mode == "manual" else None,
+                ),
             )
         )
         assert (begun.status, begun.amount, begun.entry_id) == ("requested", amount, None)
@@ -445,21 +485,19 @@ class MarketplaceMachine(RuleBasedStateMachine):
 
     def finish_refund(self, order: OrderModel, model: RefundModel, outcome: str) -> None:
         if outcome == "failed":
-            done = self.run(refunds.fail_refund(self.pool, self.platform, model.refund_id, {"code": "machine"}))
+            done = self.run(self.fail_refund(model.refund_id, {"code": "machine"}))
             assert (done.status, done.entry_id, done.reversal) == ("failed", None, None)
             model.status = "failed"
             return
         before = self.run(self.seller_books(order.net))
         share_pending = {s: order.still_pending(s) for s in order.net}
-        done = self.run(refunds.complete_refund(self.pool, self.store, self.platform, model.refund_id))
+        done = self.run(self.complete_refund(model.refund_id))
         assert done.status == "succeeded" and done.entry_id is not None and done.reversal is not None
         reversal = done.reversal
         assert sum(reversal.parts().values()) == reversal.amount == model.amount, reversal
         assert set(reversal.sellers) == set(order.net), reversal
         model.status, model.reversal, model.settled_when_completed = "succeeded", reversal, order.settled
-        expected = {
-            s: after_refund(before[s], reversal.sellers[s], share_pending[s], order.settled) for s in order.net
-        }
+        expected = {s: after_refund(before[s], reversal.sellers[s], share_pending[s], order.settled) for s in order.net}
         assert self.run(self.seller_books(order.net)) == expected, (model.refund_id, before, reversal, expected)
 
     @precondition(lambda self: any(o.refunds for o in self.market.orders.values()))
@@ -475,9 +513,9 @@ class MarketplaceMachine(RuleBasedStateMachine):
             return
         before = self.run(self.snapshot())
         if outcome == "succeeded":
-            done = self.run(refunds.complete_refund(self.pool, self.store, self.platform, refund_id))
+            done = self.run(self.complete_refund(refund_id))
         else:
-            done = self.run(refunds.fail_refund(self.pool, self.platform, refund_id, {"code": "again"}))
+            done = self.run(self.fail_refund(refund_id, {"code": "again"}))
         assert (done.status, done.reversal) == (model.status, model.reversal), done
         assert self.run(self.snapshot()) == before
 
@@ -491,10 +529,14 @@ class MarketplaceMachine(RuleBasedStateMachine):
         """More than is left (requested refunds count) of a captured order, or anything of an uncaptured one."""
         order = self.pick_order(data, lambda o: True, "refused order")
         self.refused(
-            lambda: refunds.begin_refund(
-                self.pool, self.platform, refund_id=f"rf-{next(self.ids)}", invoice_number=order.invoice,
-                amount=order.left + excess if order.captured else excess,
-                reason="machine", mode=mode,  # type: ignore[arg-type]
+            lambda: self.begin_refund(
+                f"rf-{next(self.ids)}",
+                order.invoice,
+                RefundDraft(
+                    amount=order.left + excess if order.captured else excess,
+                    reason="machine",
+                    mode=mode,  # type: ignore[arg-type]
+                ),
             ),
             "refund_exceeds_captured" if order.captured else "order_not_captured",
         )
@@ -504,7 +546,10 @@ class MarketplaceMachine(RuleBasedStateMachine):
     def import_report(self, content: bytes):
         return self.run(
             import_settlement_report(
-                self.pool, self.store, self.platform, source_name=f"report-{next(self.ids)}.csv", content=content,
+                self.db,
+                self.platform,
+                source_name=f"report-{next(self.ids)}.csv",
+                content=content,
                 mapping=DEFAULT_MAPPING,
             )
         )
@@ -552,10 +597,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
         amount = data.draw(st.just(payable) | st.integers(1, payable), label="payout amount")
         payout_id = f"po-{next(self.ids)}"
         payout = self.run(
-            payouts.create_payout(
-                self.pool, self.store, self.platform, payout_id=payout_id, seller_id=seller_id, amount=amount,
-                mark_paid=mark_paid,
-            )
+            self.create_payout(payout_id, PayoutDraft(seller_id=seller_id, amount=amount, mark_paid=mark_paid))
         )
         status = "paid" if mark_paid else "pending"
         assert (payout.seller_id, payout.amount, payout.status) == (seller_id, amount, status)
@@ -567,10 +609,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
         seller_id = data.draw(st.sampled_from(sorted(self.market.sellers)), label="overpaid seller")
         amount = max(self.market.payable(seller_id), 0) + excess
         self.refused(
-            lambda: payouts.create_payout(
-                self.pool, self.store, self.platform, payout_id=f"po-{next(self.ids)}", seller_id=seller_id,
-                amount=amount,
-            ),
+            lambda: self.create_payout(f"po-{next(self.ids)}", PayoutDraft(seller_id=seller_id, amount=amount)),
             "payout_exceeds_available",
         )
 
@@ -579,10 +618,12 @@ class MarketplaceMachine(RuleBasedStateMachine):
     def complete_payout(self, data: st.DataObject, paid: bool) -> None:
         """Confirm or fail a pending payout; the same again changes nothing, the other way is refused."""
         model = self.market.payouts[data.draw(st.sampled_from(sorted(self.market.payouts)), label="payout")]
-        if paid:
-            call = lambda: payouts.confirm_payout(self.pool, self.store, self.platform, model.payout_id)
-        else:
-            call = lambda: payouts.fail_payout(self.pool, self.store, self.platform, model.payout_id, reason="m")
+
+        def call():
+            if paid:
+                return payouts.confirm_payout(self.db, self.plain(), self.platform, model.payout_id)
+            return payouts.fail_payout(self.db, self.plain(), self.platform, model.payout_id, reason="m")
+
         status = "paid" if paid else "failed"
         if model.status == "pending":
             assert self.run(call()).status == status
@@ -609,7 +650,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
 
             # the orders as stored agree with the model; nothing refunded beyond its amount
             rows = await conn.fetch("SELECT * FROM orders WHERE platform_id = $1", self.platform)
-            stored = {r["invoice_number"]: orders.order_from_row(r) for r in rows}
+            stored = {r["invoice_number"]: order_from_row(r) for r in rows}
             assert set(stored) == set(market.orders)
             succeeded = {
                 r["invoice_number"]: r["total"]
@@ -658,11 +699,14 @@ class MarketplaceMachine(RuleBasedStateMachine):
 
             # each seller: nothing below zero; pending and payable as the model says
             for seller_id in market.sellers:
-                b = await seller_balances(self.store, self.platform, seller_id, conn=conn)
+                b = await seller_balances(self.db, self.platform, seller_id)
                 assert min(b.pending, b.available, b.debt) >= 0, b
                 in_transit = market.payouts_of(seller_id, "pending")
                 assert b.pending + b.available - b.debt + in_transit == market.seller_total(seller_id), (
-                    seller_id, b, in_transit, market.seller_total(seller_id),
+                    seller_id,
+                    b,
+                    in_transit,
+                    market.seller_total(seller_id),
                 )
                 assert b.pending == market.seller_pending(seller_id), (seller_id, b, market.seller_pending(seller_id))
                 assert b.available - b.debt == market.payable(seller_id), (seller_id, b, market.payable(seller_id))
@@ -685,17 +729,29 @@ class MarketplaceMachine(RuleBasedStateMachine):
         expected = {exit_: -f.amount, chart.COMMISSION: f.reversal.platform}
         fee_account = chart.CLEARING if f.settled_when_completed else chart.FEES_WITHHELD
         expected[fee_account] = expected.get(fee_account, 0) + fee_back
-        platform_side = {code: moved.get(code, 0) for code in (chart.CLEARING, chart.BANK, chart.COMMISSION,
-                                                               chart.FEES_WITHHELD)}
+        platform_side = {
+            code: moved.get(code, 0) for code in (chart.CLEARING, chart.BANK, chart.COMMISSION, chart.FEES_WITHHELD)
+        }
         assert platform_side == {code: expected.get(code, 0) for code in platform_side}, (f.refund_id, moved)
         for seller_id in order.net:
-            taken = sum(moved.get(code, 0) for code in (chart.seller_pending(seller_id),
-                                                       chart.seller_available(seller_id), chart.seller_debt(seller_id)))
+            taken = sum(
+                moved.get(code, 0)
+                for code in (
+                    chart.seller_pending(seller_id),
+                    chart.seller_available(seller_id),
+                    chart.seller_debt(seller_id),
+                )
+            )
             assert taken == f.reversal.sellers[seller_id], (f.refund_id, seller_id, moved)
-        touched = set(moved) - set(platform_side) - {
-            code for s in order.net for code in
-            (chart.seller_pending(s), chart.seller_available(s), chart.seller_debt(s))
-        }
+        touched = (
+            set(moved)
+            - set(platform_side)
+            - {
+                code
+                for s in order.net
+                for code in (chart.seller_pending(s), chart.seller_available(s), chart.seller_debt(s))
+            }
+        )
         assert not touched, (f.refund_id, touched)
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from ledger import errors
 from ledger.journal import MAX_AMOUNT
-from ledger.settlement import (
+from ledger.settlement_report import (
     DEFAULT_MAPPING,
     INVALID_LINE,
     NET_MISMATCH,

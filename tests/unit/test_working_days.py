@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jenius.sandbox_report import settlement_date
-from ledger.reconciliation import add_working_days, is_working_day, working_days_between
+from ledger.calendar import add_working_days, is_working_day, working_days_between
 
 days = st.dates(min_value=date(2020, 1, 1), max_value=date(2035, 12, 31))
 
