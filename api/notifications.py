@@ -4,8 +4,9 @@ Rules: the platform is found by the notification's ``Client-Id``; the signature 
 the raw bytes with the path of our own notification URL as Request-Target; every delivery — good,
 duplicate, forged or malformed — is kept in the inbox with its outcome; a SUCCESS goes through the
 one capture path (group-committed, idempotent by ``capture:<invoice>``); mismatches are never posted
-but become reconciliation exceptions; DOKU gets a 2xx as soon as that is done. With the database
-down the answer is 503, so DOKU delivers again later.
+but become reconciliation exceptions; a status that contradicts the order's (a ``conflict``) moves no
+money, becomes a ``status_conflict`` exception and makes us ask DOKU for the status; DOKU gets a 2xx
+as soon as that is done. With the database down the answer is 503, so DOKU delivers again later.
 """
 
 from __future__ import annotations
@@ -105,6 +106,11 @@ async def receive_notification(services: Services, headers: Mapping[str, str], b
     METRICS.count("notifications", outcome)
     if outcome in ("captured", "duplicate", "amount_mismatch", "unknown_invoice"):
         METRICS.count("captures", outcome)
+    if outcome == "conflict":
+        # DOKU contradicted itself: ask it (the answer becomes evidence on the exception).
+        services.background.spawn(
+            lambda: _check(services, platform_id, invoice_number), f"status-check-{invoice_number}"
+        )
     await _keep(
         services,
         platform_id,

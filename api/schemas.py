@@ -15,8 +15,8 @@ from msgspec import Meta
 
 from api.problems import ApiError
 from ledger import split
-from ledger.orders import CartSplit, ExplicitSplit, Order, OrderDraft
-from ledger.refunds import Refund
+from ledger.orders import CartSplit, ExplicitSplit, Order, OrderDraft, refund_status
+from ledger.refunds import Refund, RefundLine
 from ledger.service.payouts import PayoutDraft
 from ledger.service.refunds import RefundDraft
 from ledger.service.sellers import SellerDraft
@@ -141,7 +141,8 @@ class AllocationOut(Struct, frozen=True, kw_only=True):
 class OrderOut(Struct, frozen=True, kw_only=True):
     invoice_number: str
     amount: int
-    status: str
+    status: str  # the payment's state: created, send_failed, pending, captured, failed, expired
+    refund_status: str  # none, partially_refunded, refunded (docs/order-states.md)
     allocation: AllocationOut
     refunded_amount: int
     refundable_amount: int
@@ -163,12 +164,33 @@ class OrderPage(Struct, frozen=True, kw_only=True):
 # -- refunds --------------------------------------------------------------------------------
 
 
+class RefundLineIn(Struct, frozen=True, kw_only=True):
+    """A line item of the order coming back: its ``index`` (0-based, in the order's ``line_items``)
+    or its ``name`` (unique in the order), and how many."""
+
+    index: Annotated[int, Meta(ge=0, le=499)] | None = None
+    name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    quantity: Annotated[int, Meta(ge=1, le=1_000_000)] = 1
+
+
 class RefundIn(Struct, frozen=True, kw_only=True):
-    amount: Annotated[int, Meta(ge=1, le=999_999_999_999, description="whole rupiah", examples=[85_000])]
+    """A refund: an ``amount`` shared in proportion (or by ``parties``), or ``line_items`` coming back
+    (their seller share, commission and fee part exactly; ``amount``, if given, must be their price)."""
+
+    amount: Annotated[int, Meta(ge=1, le=999_999_999_999, description="whole rupiah", examples=[85_000])] | None = None
     reason: Annotated[str, Meta(min_length=1, max_length=500, examples=["item returned"])]
-    mode: Literal["gateway", "manual"] = "gateway"
+    # gateway: DOKU refunds; manual: the platform's bank transfer (reference required); deposit: DOKU's
+    # Refund Service pays it out of the platform's deposit (POST /v1/platform/refund-deposit/top-ups)
+    mode: Literal["gateway", "manual", "deposit"] = "gateway"
     reference: str | None = None  # the bank transfer reference of a manual refund
     parties: dict[str, NonNegativeRupiah] | None = None  # explicit per-party amounts
+    line_items: (
+        Annotated[
+            list[RefundLineIn],
+            Meta(min_length=1, max_length=500, examples=[[{"name": "Kopi Gayo 250 g", "quantity": 1}]]),
+        ]
+        | None
+    ) = None
 
 
 class RefundOut(Struct, frozen=True, kw_only=True):
@@ -184,10 +206,18 @@ class RefundOut(Struct, frozen=True, kw_only=True):
     failure: dict[str, Any] | None
     created_at: datetime
     completed_at: datetime | None
+    line_items: list[dict[str, int]] | None  # [{"index", "quantity"}] of a refund by line item
+    cleared_at: datetime | None  # when its money finally left: DOKU deducted it, its Refund Service paid it
+    cleared_by: str | None
 
 
 class RefundCompleteIn(Struct, frozen=True, kw_only=True):
     reference: str | None = None
+
+
+class TopUpIn(Struct, frozen=True, kw_only=True):
+    amount: Annotated[int, Meta(ge=1, le=999_999_999_999, description="whole rupiah", examples=[5_000_000])]
+    reference: Annotated[str, Meta(min_length=1, max_length=200, examples=["BCA-TRX-DEPOSIT-01"])]
 
 
 # -- payouts --------------------------------------------------------------------------------
@@ -262,8 +292,22 @@ def order_draft(data: OrderIn) -> OrderDraft:
 def refund_draft(data: RefundIn) -> RefundDraft:
     if data.mode == "manual" and not data.reference:
         raise ApiError("invalid_request", "a manual refund needs the reference of the transfer that paid it")
+    if data.amount is None and not data.line_items:
+        raise ApiError("invalid_request", "give the refund's amount or its line_items")
+    if data.line_items and data.parties is not None:
+        raise ApiError("invalid_request", "give line_items or parties, not both")
+    lines = (
+        tuple(RefundLine(index=line.index, name=line.name, quantity=line.quantity) for line in data.line_items)
+        if data.line_items
+        else None
+    )
     return RefundDraft(
-        amount=data.amount, reason=data.reason, mode=data.mode, reference=data.reference, parties=data.parties
+        amount=data.amount,
+        reason=data.reason,
+        mode=data.mode,
+        reference=data.reference,
+        parties=data.parties,
+        line_items=lines,
     )
 
 
@@ -279,6 +323,7 @@ def order_out(order: Order) -> OrderOut:
         invoice_number=order.invoice_number,
         amount=order.amount,
         status=order.status,
+        refund_status=refund_status(order),
         allocation=AllocationOut(
             gross=allocation.gross,
             doku_fee=allocation.fee,
@@ -327,4 +372,9 @@ def refund_out(refund: Refund) -> RefundOut:
         failure=refund.failure,
         created_at=refund.created_at,
         completed_at=refund.completed_at,
+        line_items=[{"index": i, "quantity": q} for i, q in sorted(refund.line_items.items())]
+        if refund.line_items
+        else None,
+        cleared_at=refund.cleared_at,
+        cleared_by=refund.cleared_by,
     )

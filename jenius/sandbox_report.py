@@ -1,20 +1,24 @@
-"""The simulated DOKU's settlement report: one CSV row per order captured on a given day.
+"""The simulated DOKU's settlement report: a PAYMENT row per order captured on a given day, and a
+REFUND row per refund DOKU paid that day (DOKU deducts it from that day's settlement).
 
 Rule: every amount is an ``int`` of rupiah and ``net_amount = gross_amount - fee`` on every row;
-the fee is ``round_half_up(gross * fee_bps / 10_000) + fee_fixed``, never more than the gross.
+the fee is ``round_half_up(gross * fee_bps / 10_000) + fee_fixed``, never more than the gross. A
+refund row is a deduction: ``gross_amount`` and ``net_amount`` are minus the refund, its fee is 0
+(DOKU keeps its fee on a refunded payment), so the ``net_amount`` column sums to what DOKU transfers.
 
 The day is a calendar day in WIB (UTC+7, DOKU's business time zone). Jenius settles T+2 working
 days (Saturdays and Sundays skipped, public holidays ignored). DOKU's real report layout is
 [unconfirmed]; the ledger's importer takes a column mapping, and these are the sandbox's columns::
 
     invoice_number    the merchant's invoice number
-    request_id        Request-Id of the payment request (transaction.original_request_id)
+    request_id        Request-Id of the payment request (transaction.original_request_id), or of the refund
     client_id         the merchant's DOKU Client-Id
     channel           always JENIUS
-    transaction_date  capture time, ISO 8601 in WIB, e.g. 2024-05-02T10:15:00+07:00
+    type              PAYMENT or REFUND
+    transaction_date  capture (or refund) time, ISO 8601 in WIB, e.g. 2024-05-02T10:15:00+07:00
     status            the order's status when the report is drawn (SUCCESS or REFUNDED)
-    gross_amount      the order amount, whole rupiah
-    fee               DOKU's fee, whole rupiah
+    gross_amount      the order amount (minus the refund), whole rupiah
+    fee               DOKU's fee, whole rupiah (0 on a refund row)
     net_amount        gross_amount - fee
     settlement_date   YYYY-MM-DD, T+2 working days after the capture day
     <key> ...         one column per additional_info.report[] key, in first-seen order (blank when absent)
@@ -39,6 +43,7 @@ COLUMNS = (
     "request_id",
     "client_id",
     "channel",
+    "type",
     "transaction_date",
     "status",
     "gross_amount",
@@ -59,6 +64,7 @@ class SettlementRow(msgspec.Struct, frozen=True, kw_only=True):
     net_amount: int
     settlement_date: date
     extra: tuple[tuple[str, str], ...] = ()
+    type: str = "PAYMENT"
 
 
 def fee_for(gross: int, *, fee_bps: int, fee_fixed: int) -> int:
@@ -80,7 +86,9 @@ def settlement_date(capture_day: date, working_days: int = SETTLEMENT_WORKING_DA
 def settlement_rows(
     orders: Iterable[SandboxOrder], day: date, *, fee_bps: int, fee_fixed: int, client_id: str | None = None
 ) -> tuple[SettlementRow, ...]:
-    """Rows for orders captured on ``day`` (WIB), ordered by capture time then invoice number."""
+    """PAYMENT rows for orders captured on ``day`` (WIB), by capture time then invoice number; then
+    REFUND rows for the refunds made on ``day``, by refund time."""
+    orders = tuple(orders)
     captured = [
         order
         for order in orders
@@ -107,6 +115,29 @@ def settlement_rows(
                 extra=order.report_columns,
             )
         )
+    refunded = [
+        (refund.at, order, refund)
+        for order in orders
+        for refund in order.refunds
+        if refund.at.astimezone(WIB).date() == day and (client_id is None or order.client_id == client_id)
+    ]
+    refunded.sort(key=lambda found: (found[0], found[1].invoice_number, found[2].request_id))
+    for at, order, refund in refunded:
+        rows.append(
+            SettlementRow(
+                invoice_number=order.invoice_number,
+                request_id=refund.request_id,
+                client_id=order.client_id,
+                transaction_date=at.astimezone(WIB).replace(microsecond=0).isoformat(),
+                status=order.status,
+                gross_amount=-refund.amount,
+                fee=0,
+                net_amount=-refund.amount,
+                settlement_date=settlement_date(day),
+                extra=order.report_columns,
+                type="REFUND",
+            )
+        )
     return tuple(rows)
 
 
@@ -128,6 +159,7 @@ def render_csv(rows: Iterable[SettlementRow]) -> str:
                 row.request_id,
                 row.client_id,
                 CHANNEL,
+                row.type,
                 row.transaction_date,
                 row.status,
                 row.gross_amount,

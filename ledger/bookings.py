@@ -1,7 +1,9 @@
 """Journal entries for each marketplace event, built from frozen allocations: pure functions.
 
 Rule: every event has exactly one entry with a deterministic idempotency key
-(``capture:<invoice>``, ``refund:<refund_id>``, ``settlement:<invoice>``, ``payout:<id>:<step>``),
+(``capture:<invoice>``, ``refund:<refund_id>``, ``settlement:<invoice>``, ``deduction:<refund_id>``,
+``line:<report_id>:<line_no>``, ``deposit:<top_up_id>``, ``deposit_paid:<refund_id>``,
+``payout:<id>:<step>``),
 so replaying an event can never post it twice; the entry is balanced by construction.
 See ``ledger.chart`` for the path money takes through the accounts.
 """
@@ -100,13 +102,13 @@ def refund_entry(
     order_settled: bool = False,
     at: datetime | None = None,
 ) -> EntryDraft:
-    """Reverse a refund's share from each party; the money leaves through DOKU or the bank.
+    """Reverse a refund's share from each party; the money leaves by the refund's mode (``exit_account``).
 
     A fee DOKU gives back is taken off the fee it still withholds; once the order is settled
     that fee is gone from ``doku:fees_withheld``, so DOKU owes it back through clearing instead.
     """
     postings: dict[str, int] = {}
-    _add(postings, chart.CLEARING if mode == "gateway" else chart.BANK, -amount)
+    _add(postings, exit_account(mode), -amount)
     for seller_id, debit in sorted(sellers.items()):
         _add(postings, chart.seller_pending(seller_id), debit.pending)
         _add(postings, chart.seller_available(seller_id), debit.available)
@@ -120,6 +122,101 @@ def refund_entry(
         ref=invoice_number,
         at=at,
         meta={"invoice_number": invoice_number, "refund_id": refund_id, "mode": mode},
+    )
+
+
+def exit_account(mode: str) -> str:
+    """Where a refund's money leaves the books: DOKU paid it (and deducts it later: clearing), the
+    platform's bank paid it, or DOKU's Refund Service pays it from the deposit (in flight until
+    DOKU confirms)."""
+    if mode in ("gateway", "chargeback"):
+        return chart.CLEARING
+    if mode == "deposit":
+        return chart.DEPOSIT_IN_FLIGHT
+    return chart.BANK
+
+
+def deduction_entry(
+    invoice_number: str, refund_id: str, *, amount: int, report_id: str, line_no: int, at: datetime | None = None
+) -> EntryDraft:
+    """DOKU deducted a gateway refund (less any fee it gave back) from a settlement."""
+    return _entry(
+        "refund_deduction",
+        f"deduction:{refund_id}",
+        {chart.CLEARING: amount, chart.BANK: -amount},
+        ref=invoice_number,
+        at=at,
+        meta={
+            "invoice_number": invoice_number,
+            "refund_id": refund_id,
+            "report_id": report_id,
+            "line_no": str(line_no),
+        },
+    )
+
+
+def report_adjustment_entry(
+    report_id: str,
+    line_no: int,
+    *,
+    amount: int,
+    against: str,
+    kind: str,
+    invoice_number: str | None,
+    at: datetime | None = None,
+) -> EntryDraft:
+    """DOKU added (+) or deducted (-) ``amount`` on a report line: the bank against ``against``."""
+    meta = {"report_id": report_id, "line_no": str(line_no)}
+    if invoice_number:
+        meta["invoice_number"] = invoice_number
+    return _entry(
+        kind,
+        f"line:{report_id}:{line_no}",
+        {chart.BANK: amount, against: -amount},
+        ref=invoice_number or report_id,
+        at=at,
+        meta=meta,
+    )
+
+
+def suspense_release_entry(exception_id: int, *, amount: int, to: str, at: datetime | None = None) -> EntryDraft:
+    """An operator books what an adjustment left in doku:suspense where it belongs (``to``)."""
+    return _entry(
+        "suspense_release",
+        f"suspense:{exception_id}",
+        {chart.SUSPENSE: amount, to: -amount},
+        ref=f"exception:{exception_id}",
+        at=at,
+        meta={"exception_id": str(exception_id)},
+    )
+
+
+def deposit_top_up_entry(top_up_id: str, amount: int, reference: str, at: datetime | None = None) -> EntryDraft:
+    """The platform tops up its deposit behind DOKU's Refund Service from its bank."""
+    return _entry(
+        "deposit_top_up",
+        f"deposit:{top_up_id}",
+        {chart.REFUND_DEPOSIT: amount, chart.BANK: -amount},
+        ref=top_up_id,
+        at=at,
+        meta={"top_up_id": top_up_id, "reference": reference},
+    )
+
+
+def deposit_paid_entry(
+    invoice_number: str, refund_id: str, amount: int, reference: str | None, at: datetime | None = None
+) -> EntryDraft:
+    """DOKU's Refund Service confirmed paying a deposit refund: it is no longer in flight."""
+    meta = {"invoice_number": invoice_number, "refund_id": refund_id}
+    if reference:
+        meta["reference"] = reference
+    return _entry(
+        "deposit_refund_paid",
+        f"deposit_paid:{refund_id}",
+        {chart.DEPOSIT_IN_FLIGHT: amount, chart.REFUND_DEPOSIT: -amount},
+        ref=invoice_number,
+        at=at,
+        meta=meta,
     )
 
 

@@ -26,12 +26,18 @@ LedgerError
     ├── RefundExceedsCaptured    refund_exceeds_captured
     ├── RefundNotFound           refund_not_found
     ├── RefundNotPending         refund_not_pending
+    ├── RefundNotInFlight        refund_not_in_flight (only a deposit refund DOKU has not paid can be confirmed)
+    ├── UnknownLineItem          unknown_line_item    (a refund names no item of the order, or names one twice)
+    ├── LineItemQuantityExceeded line_item_quantity_exceeded
+    ├── DepositRefundOutOfRange  deposit_refund_out_of_range (DOKU's Refund Service limits)
+    ├── DepositInsufficient      deposit_insufficient (the refund deposit does not cover the refund)
     ├── PayoutExceedsAvailable   payout_exceeds_available
     ├── PayoutNotFound           payout_not_found
     ├── PayoutNotPending         payout_not_pending
     ├── SettlementReportInvalid  settlement_report_invalid
     ├── SettlementReportNotFound not_found
     ├── ExceptionNotFound        not_found            (no such reconciliation exception)
+    ├── ExceptionActionInvalid   exception_action_invalid (the action does not fit this exception)
     ├── GatewayRulesBroken       invalid_request      (the order breaks DOKU's request rules)
     ├── GatewayNotConfigured     gateway_not_configured
     └── ClientIdTaken            client_id_taken
@@ -141,6 +147,30 @@ class RefundNotFound(MarketplaceError):
 
 class RefundNotPending(MarketplaceError):
     code = "refund_not_pending"
+
+
+class RefundNotInFlight(MarketplaceError):
+    code = "refund_not_in_flight"
+
+
+class UnknownLineItem(MarketplaceError):
+    code = "unknown_line_item"
+
+
+class LineItemQuantityExceeded(MarketplaceError):
+    code = "line_item_quantity_exceeded"
+
+
+class DepositRefundOutOfRange(MarketplaceError):
+    code = "deposit_refund_out_of_range"
+
+
+class DepositInsufficient(MarketplaceError):
+    code = "deposit_insufficient"
+
+
+class ExceptionActionInvalid(MarketplaceError):
+    code = "exception_action_invalid"
 
 
 class PayoutExceedsAvailable(MarketplaceError):

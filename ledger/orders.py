@@ -7,6 +7,11 @@ Rules:
   differs from the order, or an order already captured (or claimed earlier in the same batch) is
   never posted; each of the rest gets one capture entry with the key ``capture:<invoice>``, so a
   second capture of the same order is a no-op whatever its source.
+* The order's states and the moves between them are docs/order-states.md. DOKU's word never moves
+  money against the order's state: a SUCCESS for an order that failed or expired is a
+  ``conflict`` (never posted), as is a FAILED or EXPIRED for a captured order (``is_contradiction``);
+  each becomes a ``status_conflict`` exception with the evidence, a status check asks DOKU, and
+  an operator resolves it (capturing the order, when DOKU did take the money).
 * A capture whose amount differs from the order becomes a reconciliation exception (the caller's).
 """
 
@@ -25,6 +30,8 @@ from ledger.split import FeePolicy, RefundPolicy, SplitPolicy
 
 OrderStatus = Literal["created", "send_failed", "pending", "captured", "failed", "expired"]
 OPEN_STATUSES: tuple[OrderStatus, ...] = ("created", "send_failed", "pending")
+CLOSED_STATUSES: tuple[OrderStatus, ...] = ("failed", "expired")
+STATUS_CONFLICT = "status_conflict"  # the reconciliation exception kind of a contradicting word from DOKU
 
 
 class OrderPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,6 +60,28 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     closed_reason: str | None
     created_at: datetime
     updated_at: datetime
+
+
+def order_items(order: Order) -> tuple[splitting.LineItem, ...]:
+    """The order's line items as the platform sent them (kept in its request document)."""
+    found = order.request.get("line_items") or ()
+    return tuple(
+        splitting.LineItem(
+            name=str(item.get("name", "")),
+            price=int(item["price"]),
+            quantity=int(item["quantity"]),
+            seller_id=item.get("seller_id"),
+        )
+        for item in found
+        if isinstance(item, dict)
+    )
+
+
+def refund_status(order: Order) -> Literal["none", "partially_refunded", "refunded"]:
+    """The order's refund state, derived from its succeeded refunds (docs/order-states.md)."""
+    if order.refunded_amount == 0:
+        return "none"
+    return "refunded" if order.refunded_amount == order.amount else "partially_refunded"
 
 
 class CartSplit(msgspec.Struct, frozen=True, kw_only=True, tag="cart"):
@@ -124,7 +153,7 @@ class CaptureRequest(msgspec.Struct, frozen=True, kw_only=True):
     source: str = "notification"
 
 
-CaptureOutcome = Literal["captured", "duplicate", "amount_mismatch", "unknown_invoice"]
+CaptureOutcome = Literal["captured", "duplicate", "amount_mismatch", "unknown_invoice", "conflict"]
 
 
 class CaptureResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -150,7 +179,34 @@ class CapturePlan(msgspec.Struct, frozen=True, kw_only=True):
     to_post: tuple[tuple[int, CaptureRequest, EntryDraft], ...]
 
 
-def plan_captures(requests: Sequence[CaptureRequest], orders: Mapping[str, Capturable]) -> CapturePlan:
+def is_contradiction(order_status: str, doku_status: str) -> bool:
+    """Whether DOKU's status contradicts the order's: a payment that failed or expired succeeding
+    after all, or a captured payment failing or expiring (TIMEOUT counts as EXPIRED)."""
+    doku_status = doku_status.upper()
+    if order_status in CLOSED_STATUSES:
+        return doku_status == "SUCCESS"
+    return order_status == "captured" and doku_status in ("FAILED", "EXPIRED", "TIMEOUT")
+
+
+def conflict_evidence(
+    order_status: str, closed_reason: str | None, *, doku_status: str, amount: int, date: str | None, source: str
+) -> dict[str, Any]:
+    """What a contradicting word from DOKU said, and what the order was when it came."""
+    return {
+        "doku_status": doku_status.upper(),
+        "amount": amount,
+        "date": date,
+        "source": source,
+        "order_status": order_status,
+        "closed_reason": closed_reason,
+    }
+
+
+def plan_captures(
+    requests: Sequence[CaptureRequest], orders: Mapping[str, Capturable], *, reopen: bool = False
+) -> CapturePlan:
+    """Which captures to post. An order that failed or expired is a ``conflict`` unless ``reopen``
+    (an operator resolving the conflict: DOKU did take the money)."""
     decided: dict[int, CaptureResult] = {}
     to_post: list[tuple[int, CaptureRequest, EntryDraft]] = []
     claimed: set[str] = set()
@@ -166,6 +222,8 @@ def plan_captures(requests: Sequence[CaptureRequest], orders: Mapping[str, Captu
             decided[index] = CaptureResult(
                 invoice_number=req.invoice_number, outcome="duplicate", entry_id=order.capture_entry_id
             )
+        elif order.status in CLOSED_STATUSES and not reopen:
+            decided[index] = CaptureResult(invoice_number=req.invoice_number, outcome="conflict")
         else:
             claimed.add(req.invoice_number)
             allocation = order.allocation

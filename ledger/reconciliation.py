@@ -7,9 +7,28 @@ late. It changes nothing. The figures are read in one snapshot by
 
 Two kinds of figures:
 * flows in the period (captured, refunded, settled, paid out), by WIB calendar day,
-  ``period_start`` to ``period_end`` inclusive;
-* positions now (still owed by DOKU, open exceptions, payouts in transit, owed to sellers, the
-  trial balance), whatever the period.
+  ``period_start`` to ``period_end`` inclusive, in one of two views (``view``):
+  ``capture_date`` (the orders captured in the period, and whatever became of them since: their
+  refunds and their settlement, whenever they happened) or ``settlement_date`` (each flow by its
+  own date: captures by capture date, refunds by completion, DOKU's lines by settlement date);
+* positions now (still owed by DOKU, open items, open exceptions, payouts in transit, owed to
+  sellers, the refund deposit, the trial balance), whatever the period.
+
+The truth about the clearing, suspense and fee accounts (``chart.CLEARING_ACCOUNTS``): every rupiah
+they hold must be explained by an open item, listed by order (``open_items``):
+
+    awaiting_settlement        a captured order DOKU has not settled, within T+settlement_days
+                               working days: its gross less any fee DOKU gave back on refunds in
+                               doku:clearing, and DOKU's fee still withheld in doku:fees_withheld
+    refund_awaiting_deduction  a gateway refund DOKU paid and has not deducted yet: minus the refund
+                               (less any fee given back) in doku:clearing
+    deposit_refund_in_flight   a refund DOKU's Refund Service has not confirmed paying: the refund in
+                               doku:deposit_refunds_in_flight
+
+What they do not explain is ``unexplained``, by account and by order (an order past its settlement
+date is listed there with the reason ``settlement_overdue``; money the open items do not account
+for with ``not_explained``; an adjustment waiting in doku:suspense with ``suspense``). The report is
+``clean`` only when nothing is unexplained and no other issue is found.
 
 "Owed by DOKU" is a captured order not settled yet; it is overdue once ``today`` is past its
 capture day plus ``settlement_days`` working days (Saturdays, Sundays and ``holidays`` skipped;
@@ -24,12 +43,25 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from datetime import date, datetime
+from typing import Literal
 
 import msgspec
 
+from ledger import chart
 from ledger.calendar import add_working_days, wib_day, working_days_between
 
 LIST_LIMIT = 500  # rows listed per section; the totals always count everything
+
+View = Literal["capture_date", "settlement_date"]
+VIEWS: tuple[str, ...] = ("capture_date", "settlement_date")
+OpenItemKind = Literal["awaiting_settlement", "refund_awaiting_deduction", "deposit_refund_in_flight"]
+# Aging buckets of open items, in working days since the item began (captured, refunded).
+AGING_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
+    ("0-2", 0, 2),
+    ("3-5", 3, 5),
+    ("6-10", 6, 10),
+    ("11+", 11, None),
+)
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -104,8 +136,72 @@ class OwedToSellers(msgspec.Struct, frozen=True, kw_only=True):
     sellers: tuple[SellerDifference, ...]  # only sellers whose two figures differ
 
 
+class OpenItem(msgspec.Struct, frozen=True, kw_only=True):
+    """Money in a clearing, suspense or fee account that is on its way, and why.
+
+    ``amount`` is the money at stake (the order's gross, the refund); ``accounts`` what the item
+    explains in each account, in the account's normal direction.
+    """
+
+    kind: OpenItemKind
+    invoice_number: str
+    refund_id: str | None
+    amount: int
+    accounts: dict[str, int]
+    since: datetime
+    age_working_days: int
+    due_on: date | None = None  # awaiting_settlement: T+settlement_days working days after capture
+    overdue: bool = False  # past due: it no longer explains anything
+
+
+class AgingBucket(msgspec.Struct, frozen=True, kw_only=True):
+    bucket: str  # working days since the item began: "0-2", "3-5", "6-10", "11+"
+    count: int
+    amount: int
+
+
+class OpenItems(msgspec.Struct, frozen=True, kw_only=True):
+    count: int
+    amount: int
+    by_kind: dict[str, Totals]
+    aging: tuple[AgingBucket, ...]
+    items: tuple[OpenItem, ...]  # oldest first, at most LIST_LIMIT
+
+
+class AccountPosition(msgspec.Struct, frozen=True, kw_only=True):
+    account: str
+    balance: int  # now, in the account's normal direction
+    explained: int  # by open items that are not overdue
+    unexplained: int  # balance - explained
+
+
+class UnexplainedMoney(msgspec.Struct, frozen=True, kw_only=True):
+    invoice_number: str | None  # None: entries that name no order
+    account: str
+    amount: int
+    reason: str  # settlement_overdue, not_explained, suspense
+
+
+class Unexplained(msgspec.Struct, frozen=True, kw_only=True):
+    total: int  # the sum of the absolute remainders by account; 0 when every rupiah is explained
+    by_account: dict[str, int]  # only accounts with a remainder
+    by_order: tuple[UnexplainedMoney, ...]  # at most LIST_LIMIT
+
+
+class Deposit(msgspec.Struct, frozen=True, kw_only=True):
+    """The deposit behind DOKU's Refund Service."""
+
+    balance: int  # doku:refund_deposit now
+    in_flight: int  # doku:deposit_refunds_in_flight: refunds DOKU has not confirmed paying
+    available: int  # what new deposit refunds may still use
+    topped_up: Totals  # top-ups in the period
+    refunded: Totals  # deposit refunds recorded in the period
+
+
 class Issue(msgspec.Struct, frozen=True, kw_only=True):
-    code: str  # settlement_overdue, open_exceptions, sellers_differ, payouts_in_transit_differ, trial_balance_off
+    # settlement_overdue, unexplained_money, open_exceptions, sellers_differ, payouts_in_transit_differ,
+    # trial_balance_off
+    code: str
     message: str
 
 
@@ -113,6 +209,7 @@ class Reconciliation(msgspec.Struct, frozen=True, kw_only=True):
     platform_id: str
     period_start: date
     period_end: date  # inclusive
+    view: View  # capture_date: the period's orders and what became of them; settlement_date: flows by their own date
     today: date
     settlement_days: int
     generated_at: datetime
@@ -120,8 +217,15 @@ class Reconciliation(msgspec.Struct, frozen=True, kw_only=True):
     doku_fees: int  # DOKU's fees on the orders captured in the period
     refunded_gateway: Totals
     refunded_manual: Totals
-    settled: Settled
+    refunded_deposit: Totals
+    refunded_chargeback: Totals
+    settled: Settled  # DOKU's payment lines
+    settled_by_type: dict[str, Settled]  # every booked line kind: payment, refund, chargeback, adjustment, ...
     owed_by_doku: OwedByDoku
+    open_items: OpenItems
+    accounts: tuple[AccountPosition, ...]  # the clearing, suspense and fee accounts
+    unexplained: Unexplained
+    deposit: Deposit
     open_exceptions: int  # all open exceptions, whatever their age or source
     exceptions: tuple[OpenException, ...]  # oldest first, at most LIST_LIMIT
     payouts: Payouts
@@ -140,6 +244,20 @@ class UnsettledOrder(msgspec.Struct, frozen=True, kw_only=True):
     invoice_number: str
     amount: int
     captured_at: datetime
+    fee: int = 0  # DOKU's fee on it
+    fee_returned: int = 0  # the part of that fee DOKU gave back on refunds so far
+
+
+class UnclearedRefund(msgspec.Struct, frozen=True, kw_only=True):
+    """A succeeded refund whose money has not finally left: DOKU has not deducted it (gateway) or
+    its Refund Service has not confirmed paying it (deposit)."""
+
+    refund_id: str
+    invoice_number: str
+    mode: str
+    amount: int
+    fee_returned: int
+    completed_at: datetime
 
 
 class SellerFigures(msgspec.Struct, frozen=True, kw_only=True):
@@ -157,10 +275,16 @@ class Figures(msgspec.Struct, frozen=True, kw_only=True):
 
     captured: Totals
     doku_fees: int
-    refunds: dict[str, Totals]  # refund mode ("gateway", "manual") -> succeeded in the period
+    refunds: dict[str, Totals]  # refund mode ("gateway", "manual", ...) -> succeeded in the period
     settled: Settled
     unsettled: tuple[UnsettledOrder, ...]  # oldest capture first
     clearing_balance: int
+    settled_by_type: dict[str, Settled] = {}
+    uncleared: tuple[UnclearedRefund, ...] = ()
+    balances: dict[str, int] = {}  # the clearing, suspense, fee and deposit accounts now
+    by_order: dict[str, dict[str, int]] | None = None  # invoice ("" for none) -> account -> balance; read when
+    # something is unexplained
+    top_ups: Totals = Totals()
     open_exceptions: int
     exceptions: tuple[OpenException, ...]  # oldest first, at most LIST_LIMIT
     payouts_pending: Totals
@@ -205,6 +329,151 @@ def owed_by_doku(
         overdue=Totals(count=len(overdue), amount=sum(o.amount for o in overdue)),
         overdue_orders=tuple(overdue[:LIST_LIMIT]),
         clearing_balance=clearing_balance,
+    )
+
+
+def open_items(
+    unsettled: Iterable[UnsettledOrder],
+    uncleared: Iterable[UnclearedRefund],
+    *,
+    today: date,
+    settlement_days: int,
+    holidays: Collection[date] = (),
+) -> list[OpenItem]:
+    """Every open item, oldest first (see the module docstring for what each explains)."""
+    items: list[OpenItem] = []
+    for order in unsettled:
+        captured_on = wib_day(order.captured_at)
+        due_on = add_working_days(captured_on, settlement_days, holidays)
+        items.append(
+            OpenItem(
+                kind="awaiting_settlement",
+                invoice_number=order.invoice_number,
+                refund_id=None,
+                amount=order.amount,
+                accounts={
+                    chart.CLEARING: order.amount - order.fee_returned,
+                    chart.FEES_WITHHELD: order.fee - order.fee_returned,
+                },
+                since=order.captured_at,
+                age_working_days=working_days_between(captured_on, today, holidays),
+                due_on=due_on,
+                overdue=today > due_on,
+            )
+        )
+    for refund in uncleared:
+        if refund.mode == "gateway":
+            kind: OpenItemKind = "refund_awaiting_deduction"
+            accounts = {chart.CLEARING: -(refund.amount - refund.fee_returned)}
+        elif refund.mode == "deposit":
+            kind, accounts = "deposit_refund_in_flight", {chart.DEPOSIT_IN_FLIGHT: refund.amount}
+        else:
+            continue  # manual and chargeback refunds leave at once
+        items.append(
+            OpenItem(
+                kind=kind,
+                invoice_number=refund.invoice_number,
+                refund_id=refund.refund_id,
+                amount=refund.amount,
+                accounts=accounts,
+                since=refund.completed_at,
+                age_working_days=working_days_between(wib_day(refund.completed_at), today, holidays),
+            )
+        )
+    items.sort(key=lambda i: (i.since, i.invoice_number, i.refund_id or ""))
+    return items
+
+
+def explained_by(items: Iterable[OpenItem]) -> dict[str, int]:
+    """What the items that are not overdue explain in each clearing, suspense and fee account."""
+    explained = dict.fromkeys(chart.CLEARING_ACCOUNTS, 0)
+    for item in items:
+        if not item.overdue:
+            for account, amount in item.accounts.items():
+                explained[account] = explained.get(account, 0) + amount
+    return explained
+
+
+def positions(balances: Mapping[str, int], items: Iterable[OpenItem]) -> tuple[AccountPosition, ...]:
+    explained = explained_by(items)
+    return tuple(
+        AccountPosition(
+            account=code,
+            balance=balances.get(code, 0),
+            explained=explained[code],
+            unexplained=balances.get(code, 0) - explained[code],
+        )
+        for code in chart.CLEARING_ACCOUNTS
+    )
+
+
+def unexplained(
+    accounts: Iterable[AccountPosition], items: Iterable[OpenItem], by_order: Mapping[str, Mapping[str, int]] | None
+) -> Unexplained:
+    """The remainder by account, and by order: overdue items, and what the items do not account for.
+
+    ``by_order`` is each order's share of the accounts' balances (from its entries; "" for entries
+    that name no order); it is read only when some account has a remainder.
+    """
+    remainders = {p.account: p.unexplained for p in accounts if p.unexplained}
+    listed: list[UnexplainedMoney] = []
+    expected: dict[tuple[str, str], int] = {}
+    for item in items:
+        for account, amount in item.accounts.items():
+            expected[item.invoice_number, account] = expected.get((item.invoice_number, account), 0) + amount
+            if item.overdue and amount:
+                found = UnexplainedMoney(
+                    invoice_number=item.invoice_number, account=account, amount=amount, reason="settlement_overdue"
+                )
+                listed.append(found)
+    if remainders and by_order is not None:
+        keys = {(invoice, account) for invoice, accounts in by_order.items() for account in accounts} | set(expected)
+        for invoice, account in sorted(keys):
+            if account not in chart.CLEARING_ACCOUNTS:
+                continue
+            left = by_order.get(invoice, {}).get(account, 0) - expected.get((invoice, account), 0)
+            if left:
+                reason = "suspense" if account == chart.SUSPENSE else "not_explained"
+                listed.append(
+                    UnexplainedMoney(invoice_number=invoice or None, account=account, amount=left, reason=reason)
+                )
+    return Unexplained(
+        total=sum(abs(v) for v in remainders.values()), by_account=remainders, by_order=tuple(listed[:LIST_LIMIT])
+    )
+
+
+def aging(items: Iterable[OpenItem]) -> tuple[AgingBucket, ...]:
+    buckets = []
+    every = list(items)
+    for name, low, high in AGING_BUCKETS:
+        inside = [i for i in every if i.age_working_days >= low and (high is None or i.age_working_days <= high)]
+        buckets.append(AgingBucket(bucket=name, count=len(inside), amount=sum(i.amount for i in inside)))
+    return tuple(buckets)
+
+
+def summarize_items(items: Iterable[OpenItem]) -> OpenItems:
+    every = list(items)
+    by_kind: dict[str, Totals] = {}
+    for item in every:
+        was = by_kind.get(item.kind, Totals())
+        by_kind[item.kind] = Totals(count=was.count + 1, amount=was.amount + item.amount)
+    return OpenItems(
+        count=len(every),
+        amount=sum(i.amount for i in every),
+        by_kind=by_kind,
+        aging=aging(every),
+        items=tuple(every[:LIST_LIMIT]),
+    )
+
+
+def deposit_position(balances: Mapping[str, int], top_ups: Totals, refunded: Totals, recording: int = 0) -> Deposit:
+    balance, in_flight = balances.get(chart.REFUND_DEPOSIT, 0), balances.get(chart.DEPOSIT_IN_FLIGHT, 0)
+    return Deposit(
+        balance=balance,
+        in_flight=in_flight,
+        available=balance - in_flight - recording,
+        topped_up=top_ups,
+        refunded=refunded,
     )
 
 
@@ -261,12 +530,18 @@ def build_reconciliation(
     settlement_days: int,
     holidays: Collection[date] = (),
     generated_at: datetime,
+    view: View = "capture_date",
 ) -> Reconciliation:
     """The reconciliation of what was read, with its issues."""
+    items = open_items(
+        figures.unsettled, figures.uncleared, today=today, settlement_days=settlement_days, holidays=holidays
+    )
+    accounts = positions(figures.balances, items)
     rec = Reconciliation(
         platform_id=platform_id,
         period_start=period_start,
         period_end=period_end,
+        view=view,
         today=today,
         settlement_days=settlement_days,
         generated_at=generated_at,
@@ -274,7 +549,10 @@ def build_reconciliation(
         doku_fees=figures.doku_fees,
         refunded_gateway=figures.refunds.get("gateway", Totals()),
         refunded_manual=figures.refunds.get("manual", Totals()),
+        refunded_deposit=figures.refunds.get("deposit", Totals()),
+        refunded_chargeback=figures.refunds.get("chargeback", Totals()),
         settled=figures.settled,
+        settled_by_type=figures.settled_by_type,
         owed_by_doku=owed_by_doku(
             figures.unsettled,
             today=today,
@@ -282,6 +560,10 @@ def build_reconciliation(
             holidays=holidays,
             clearing_balance=figures.clearing_balance,
         ),
+        open_items=summarize_items(items),
+        accounts=accounts,
+        unexplained=unexplained(accounts, items, figures.by_order),
+        deposit=deposit_position(figures.balances, figures.top_ups, figures.refunds.get("deposit", Totals())),
         open_exceptions=figures.open_exceptions,
         exceptions=figures.exceptions,
         payouts=Payouts(
@@ -316,6 +598,20 @@ def find_issues(rec: Reconciliation) -> tuple[Issue, ...]:
                     f"{owed.overdue.count} captured order(s) worth {_rupiah(owed.overdue.amount)} are past DOKU's "
                     f"T+{rec.settlement_days} working-day settlement; the oldest, {oldest.invoice_number}, is "
                     f"{oldest.working_days_late} working day(s) late"
+                ),
+            )
+        )
+    money = rec.unexplained
+    if money.total:
+        where = ", ".join(f"{account} {amount:+,}" for account, amount in money.by_account.items())
+        orders = sorted({m.invoice_number or "(no order)" for m in money.by_order})
+        named = ", ".join(orders[:10]) + (" …" if len(orders) > 10 else "")
+        issues.append(
+            Issue(
+                code="unexplained_money",
+                message=(
+                    f"{_rupiah(money.total)} in the clearing, suspense and fee accounts is not explained by an "
+                    f"open item ({where})" + (f"; orders: {named}" if named else "")
                 ),
             )
         )

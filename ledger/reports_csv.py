@@ -58,6 +58,7 @@ def reconciliation_csv(rec: Reconciliation) -> str:
     rows: list[tuple[object, ...]] = [
         ("report", "platform", rec.platform_id, ""),
         ("report", "period", f"{rec.period_start.isoformat()} to {rec.period_end.isoformat()}", "WIB days, inclusive"),
+        ("report", "view", rec.view, "capture_date: the period's orders; settlement_date: flows by their own date"),
         ("report", "today", rec.today.isoformat(), f"settlement T+{rec.settlement_days} working days"),
         ("report", "generated_at", rec.generated_at.isoformat(), ""),
         ("result", "clean", "yes" if rec.clean else "NO", f"{len(rec.issues)} issue(s)"),
@@ -71,7 +72,11 @@ def reconciliation_csv(rec: Reconciliation) -> str:
         ("refunded in period", "gateway_amount", rec.refunded_gateway.amount, "through DOKU"),
         ("refunded in period", "manual_refunds", rec.refunded_manual.count, ""),
         ("refunded in period", "manual_amount", rec.refunded_manual.amount, "by bank transfer"),
-        ("settled in period", "lines", rec.settled.lines, "by DOKU's settlement date"),
+        ("refunded in period", "deposit_refunds", rec.refunded_deposit.count, ""),
+        ("refunded in period", "deposit_amount", rec.refunded_deposit.amount, "by DOKU's Refund Service"),
+        ("refunded in period", "chargebacks", rec.refunded_chargeback.count, ""),
+        ("refunded in period", "chargeback_amount", rec.refunded_chargeback.amount, "taken back by DOKU"),
+        ("settled in period", "lines", rec.settled.lines, "DOKU's payment lines"),
         ("settled in period", "gross", rec.settled.gross, ""),
         ("settled in period", "fee", rec.settled.fee, ""),
         ("settled in period", "net", rec.settled.net, "to the bank"),
@@ -95,6 +100,56 @@ def reconciliation_csv(rec: Reconciliation) -> str:
             f"{o.working_days_late} working day(s) late, age {o.age_working_days} working day(s)",
         )
         for o in rec.owed_by_doku.overdue_orders
+    ]
+    rows += [
+        (f"settled {kind} lines", metric, value, "signed: a deduction is negative")
+        for kind, totals in rec.settled_by_type.items()
+        for metric, value in (
+            ("lines", totals.lines),
+            ("gross", totals.gross),
+            ("fee", totals.fee),
+            ("net", totals.net),
+        )
+    ]
+    items = rec.open_items
+    rows += [("open items now", "count", items.count, ""), ("open items now", "amount", items.amount, "")]
+    rows += [("open items now", kind, t.amount, f"{t.count} item(s)") for kind, t in items.by_kind.items()]
+    rows += [("open items aging", b.bucket, b.amount, f"{b.count} item(s), working days") for b in items.aging]
+    rows += [
+        (
+            "open item",
+            item.kind,
+            item.amount,
+            "; ".join(
+                part
+                for part in (
+                    f"invoice {item.invoice_number}",
+                    f"refund {item.refund_id}" if item.refund_id else "",
+                    f"since {wib_day(item.since).isoformat()}",
+                    f"age {item.age_working_days} working day(s)",
+                    f"due {item.due_on.isoformat()}" if item.due_on else "",
+                    "OVERDUE" if item.overdue else "",
+                )
+                if part
+            ),
+        )
+        for item in items.items
+    ]
+    rows += [
+        ("account now", p.account, p.balance, f"explained {p.explained}, unexplained {p.unexplained}")
+        for p in rec.accounts
+    ]
+    rows += [("unexplained now", "total", rec.unexplained.total, "0 when every rupiah is explained")]
+    rows += [
+        ("unexplained", m.reason, m.amount, f"{m.account}; invoice {m.invoice_number or '(no order)'}")
+        for m in rec.unexplained.by_order
+    ]
+    d = rec.deposit
+    rows += [
+        ("refund deposit now", "balance", d.balance, "doku:refund_deposit"),
+        ("refund deposit now", "in_flight", d.in_flight, "deposit refunds DOKU has not confirmed"),
+        ("refund deposit now", "available", d.available, ""),
+        ("refund deposit", "topped_up_in_period", d.topped_up.amount, f"{d.topped_up.count} top-up(s)"),
     ]
     rows += [("open exceptions", "count", rec.open_exceptions, "")]
     rows += [

@@ -1,5 +1,22 @@
 """Settling orders from DOKU's report (pure): which line closes which order, and its entry.
 
+Every line kind is booked (``ledger.settlement_report`` reads them; ``ledger.chart`` shows the
+accounts):
+
+    payment         Dr platform:bank net, Dr doku:fees_withheld fee, Cr doku:clearing; sellers'
+                    shares move from pending to available (debt first)           settlement:<invoice>
+    refund          DOKU deducts a gateway refund it paid: Dr doku:clearing, Cr platform:bank by
+                    the deduction; the refund is cleared (it was the open item
+                    "refund awaiting DOKU's deduction")                          deduction:<refund_id>
+    chargeback      DOKU takes a payment back: the order is refunded by that amount under its
+                    refund policy (a refund of mode "chargeback", the reversal from each party,
+                    out through clearing) and the deduction is booked as for a refund line
+    adjustment      Dr/Cr platform:bank against doku:suspense by the signed amount, and an
+                    ``adjustment`` exception: the money is unexplained until an operator books it
+                    where it belongs (resolving the exception)                   line:<report>:<no>
+    fee_correction  Dr/Cr platform:bank against platform:commission: the allocation is frozen, so
+                    the platform bears (or gains) any difference in DOKU's fee   line:<report>:<no>
+
 Rules it enforces:
 * Bad data comes back as data (beancount style): a line that cannot be read, or that does not
   match its order, gets a ``LineOutcome`` (an exception kind and why); it is kept as a
@@ -12,8 +29,9 @@ Rules it enforces:
 
 What one line means. DOKU's line is the payment line: ``gross`` is the order amount, ``fee``
 DOKU's fee on it (the allocation's fee), ``net = gross - fee`` what reaches the bank. A gateway
-refund made before settlement is not netted here: it already credited ``doku:clearing``, which
-stays negative by the refund until DOKU deducts it from a later settlement. When DOKU gave its fee
+refund is not netted on the payment line: it already credited ``doku:clearing``, which stays
+short by the refund until DOKU deducts it, on a refund line of this or a later report
+(``match_refund``, ``deduction_draft``). When DOKU gave its fee
 back on a refund (``Reversal.fee``), that part was already taken off ``doku:fees_withheld``, so
 settlement releases only the fee still withheld and leaves the returned part in clearing as
 money DOKU owes back.
@@ -29,7 +47,7 @@ Reading the report is ``ledger.settlement_report``; the import itself (chunks, l
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -39,7 +57,8 @@ from ledger import bookings, chart
 from ledger.calendar import SETTLEMENT_HOUR
 from ledger.model import EntryDraft, Posted, PostResult
 from ledger.orders import Order
-from ledger.settlement_report import INVALID_LINE, NET_MISMATCH, Format, ReportLine
+from ledger.refunds import Refund
+from ledger.settlement_report import INVALID_LINE, NET_MISMATCH, UNKNOWN_LINE_TYPE, Format, LineKind, ReportLine
 
 SOURCE = "settlement_report"  # reconciliation_exceptions.source of every exception made here
 
@@ -51,6 +70,9 @@ NOT_CAPTURED = "not_captured"
 AMOUNT_MISMATCH = "amount_mismatch"  # gross != order amount
 FEE_MISMATCH = "fee_mismatch"  # fee != the allocation's fee
 POSTING_REJECTED = "posting_rejected"  # the ledger refused the entry (should not happen)
+UNMATCHED_REFUND = "unmatched_refund"  # a refund line matches no gateway refund awaiting DOKU's deduction
+REVERSAL_REJECTED = "reversal_rejected"  # a chargeback the order cannot take (more than is left, ...)
+ADJUSTMENT = "adjustment"  # a booked adjustment: its money waits in doku:suspense for an operator
 EXCEPTION_KINDS = (
     INVALID_LINE,
     NET_MISMATCH,
@@ -60,6 +82,10 @@ EXCEPTION_KINDS = (
     AMOUNT_MISMATCH,
     FEE_MISMATCH,
     POSTING_REJECTED,
+    UNKNOWN_LINE_TYPE,
+    UNMATCHED_REFUND,
+    REVERSAL_REJECTED,
+    ADJUSTMENT,
 )
 
 LineStatus = Literal["booked", "exception"]
@@ -78,10 +104,10 @@ class LineOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def first_lines(lines: Iterable[ReportLine]) -> dict[str, int]:
-    """Invoice -> the number of the first line that names it (later ones are duplicates)."""
+    """Invoice -> the number of the first payment line that names it (later ones are duplicates)."""
     first: dict[str, int] = {}
     for line in lines:
-        if line.invoice_number is not None:
+        if line.invoice_number is not None and line.kind == "payment":
             first.setdefault(line.invoice_number, line.line_no)
     return first
 
@@ -171,6 +197,131 @@ def match_orders(
     return outcomes, to_book
 
 
+def match_refund(
+    line: ReportLine, order: Order | None, refunds: Sequence[Refund], claimed: Collection[str] = ()
+) -> tuple[Refund | None, LineOutcome | None]:
+    """The gateway refund a refund line deducts, or why there is none.
+
+    With a reference (the refund's Request-Id, which is its id) the line names its refund;
+    without one it takes the oldest succeeded gateway refund of the order for that amount that
+    DOKU has not deducted yet (and that no earlier line of this report took: ``claimed``).
+    """
+    amount, fee = -(line.gross or 0), -(line.fee or 0)
+    if order is None:
+        return None, LineOutcome(kind=UNKNOWN_INVOICE, detail=f"no order {line.invoice_number!r}", actual=amount)
+    if line.reference is not None:
+        named = [r for r in refunds if line.reference in (r.refund_id, r.doku_request_id)]
+        if not named:
+            detail = f"order {order.invoice_number!r} has no refund {line.reference!r}"
+            return None, LineOutcome(kind=UNMATCHED_REFUND, detail=detail, actual=amount)
+        return _check_deductible(named[0], amount, fee, claimed)
+    awaiting = [
+        r
+        for r in refunds
+        if r.mode == "gateway" and r.status == "succeeded" and r.cleared_at is None and r.refund_id not in claimed
+    ]
+    same = [r for r in awaiting if r.amount == amount]
+    if same:
+        return _check_deductible(same[0], amount, fee, claimed)
+    deducted = [r for r in refunds if r.mode == "gateway" and r.amount == amount and r.cleared_at is not None]
+    if deducted:
+        where = deducted[0].cleared_by or "an earlier report"
+        detail = f"refund {deducted[0].refund_id!r} of {amount} was already deducted ({where})"
+        return None, LineOutcome(kind=DUPLICATE_LINE, detail=detail, actual=amount)
+    waiting = ", ".join(f"{r.refund_id} ({r.amount})" for r in awaiting) or "none"
+    detail = f"no gateway refund of {amount} on {order.invoice_number!r} awaits DOKU's deduction (awaiting: {waiting})"
+    return None, LineOutcome(kind=UNMATCHED_REFUND, detail=detail, actual=amount)
+
+
+def _check_deductible(
+    refund: Refund, amount: int, fee: int, claimed: Collection[str]
+) -> tuple[Refund | None, LineOutcome | None]:
+    if refund.mode != "gateway":
+        detail = f"refund {refund.refund_id!r} was a {refund.mode} refund: DOKU had nothing to deduct"
+        return None, LineOutcome(kind=UNMATCHED_REFUND, detail=detail, actual=amount)
+    if refund.status != "succeeded":
+        detail = f"refund {refund.refund_id!r} is {refund.status} in the books"
+        return None, LineOutcome(kind=UNMATCHED_REFUND, detail=detail, actual=amount)
+    if refund.cleared_at is not None or refund.refund_id in claimed:
+        where = refund.cleared_by or "this report"
+        detail = f"refund {refund.refund_id!r} was already deducted ({where})"
+        return None, LineOutcome(kind=DUPLICATE_LINE, detail=detail, actual=amount)
+    if refund.amount != amount:
+        detail = f"the deduction's refund {amount} is not refund {refund.refund_id!r}'s {refund.amount}"
+        return None, LineOutcome(kind=AMOUNT_MISMATCH, detail=detail, expected=refund.amount, actual=amount)
+    returned = refund.reversal.fee if refund.reversal is not None else 0
+    if fee != returned:
+        detail = f"fee given back {fee} is not the {returned} DOKU gave back on refund {refund.refund_id!r}"
+        return None, LineOutcome(kind=FEE_MISMATCH, detail=detail, expected=returned, actual=fee)
+    return refund, None
+
+
+def check_chargeback(line: ReportLine, order: Order | None) -> LineOutcome | None:
+    """Whether a chargeback line can refund its order (the split engine has the last word)."""
+    amount = -(line.gross or 0)
+    if order is None:
+        return LineOutcome(kind=UNKNOWN_INVOICE, detail=f"no order {line.invoice_number!r}", actual=amount)
+    if order.status != "captured":
+        return LineOutcome(kind=NOT_CAPTURED, detail=f"order {order.invoice_number!r} is {order.status}", actual=amount)
+    left = order.amount - order.refund_reserved
+    if amount > left:
+        detail = f"a chargeback of {amount} exceeds the {left} left to refund on {order.invoice_number!r}"
+        return LineOutcome(kind=REVERSAL_REJECTED, detail=detail, expected=left, actual=amount)
+    return None
+
+
+def chargeback_refund_id(report_id: str, line_no: int) -> str:
+    """The id of the refund a chargeback line makes (deterministic, so a resumed import finds it)."""
+    return f"cb-{report_id}-{line_no}"
+
+
+def check_fee(reversal_fee: int, line: ReportLine) -> LineOutcome | None:
+    """A chargeback's fee given back must be the part of DOKU's fee the reversal gives back."""
+    fee = -(line.fee or 0)
+    if fee == reversal_fee:
+        return None
+    detail = f"fee given back {fee} is not the {reversal_fee} the order's refund policy gives back"
+    return LineOutcome(kind=FEE_MISMATCH, detail=detail, expected=reversal_fee, actual=fee)
+
+
+def line_time(line: ReportLine) -> datetime | None:
+    """When a line's money moved: DOKU's settlement hour on its settlement date."""
+    return datetime.combine(line.settled_on, SETTLEMENT_HOUR) if line.settled_on else None
+
+
+def deduction_draft(line: ReportLine, refund: Refund, report_id: str) -> EntryDraft:
+    """DOKU deducted a refund from a settlement: clearing gets back what the bank did not receive."""
+    return bookings.deduction_entry(
+        refund.invoice_number,
+        refund.refund_id,
+        amount=-(line.net or 0),
+        report_id=report_id,
+        line_no=line.line_no,
+        at=line_time(line),
+    )
+
+
+def adjustment_draft(line: ReportLine, report_id: str) -> EntryDraft:
+    """An adjustment or a fee correction: the bank against doku:suspense or platform:commission."""
+    assert line.net is not None
+    return bookings.report_adjustment_entry(
+        report_id,
+        line.line_no,
+        amount=line.net,
+        against=chart.SUSPENSE if line.kind == "adjustment" else chart.COMMISSION,
+        kind="settlement_adjustment" if line.kind == "adjustment" else "fee_correction",
+        invoice_number=line.invoice_number,
+        at=line_time(line),
+    )
+
+
+def adjustment_outcome(line: ReportLine) -> LineOutcome:
+    """The exception a booked adjustment opens: its money waits in doku:suspense."""
+    where = f" on {line.invoice_number!r}" if line.invoice_number else ""
+    detail = f"DOKU {'added' if (line.net or 0) > 0 else 'deducted'} {abs(line.net or 0)}{where} ({line.type_label})"
+    return LineOutcome(kind=ADJUSTMENT, detail=detail, actual=line.net)
+
+
 # --- the settlement entries -------------------------------------------------------------------
 
 
@@ -212,9 +363,13 @@ def settlement_draft(
         moves[seller_id] = (to_debt, to_available)
     returned_fee = order.reversed.fee if order.reversed is not None else 0
     assert line.net is not None and line.fee is not None
-    at = datetime.combine(line.settled_on, SETTLEMENT_HOUR) if line.settled_on else None
     draft = bookings.settlement_entry(
-        order.invoice_number, net=line.net, fee=line.fee - returned_fee, moves=moves, report_id=report_id, at=at
+        order.invoice_number,
+        net=line.net,
+        fee=line.fee - returned_fee,
+        moves=moves,
+        report_id=report_id,
+        at=line_time(line),
     )
     return draft, left
 
@@ -251,7 +406,8 @@ class SettlementLine(msgspec.Struct, frozen=True, kw_only=True):
     """One ``settlement_lines`` row: a line as read, and whether it was booked or why not.
 
     ``detail`` is ``"<kind>: <why>"`` for an exception (None when booked); ``exception_kind``
-    is the kind alone.
+    is the kind alone. ``line_type`` is the line's kind ("unknown" when the mapping did not know
+    its type); ``refund_id`` the refund a refund or chargeback line deducted.
     """
 
     line_no: int
@@ -264,30 +420,39 @@ class SettlementLine(msgspec.Struct, frozen=True, kw_only=True):
     entry_id: int | None
     detail: str | None
     exception_kind: str | None
+    line_type: LineKind = "payment"
+    refund_id: str | None = None
+
+
+def line_row(
+    line: ReportLine, outcome: LineOutcome | None, entry_id: int | None, refund_id: str | None = None
+) -> SettlementLine:
+    """The row of one line: booked with its entry, or an exception with why."""
+    return SettlementLine(
+        line_no=line.line_no,
+        invoice_number=line.invoice_number,
+        gross=line.gross,
+        fee=line.fee,
+        net=line.net,
+        settled_on=line.settled_on,
+        status="exception" if outcome is not None else "booked",
+        entry_id=None if outcome is not None else entry_id,
+        detail=f"{outcome.kind}: {outcome.detail}" if outcome is not None else None,
+        exception_kind=outcome.kind if outcome is not None else None,
+        line_type=line.kind,
+        refund_id=None if outcome is not None else refund_id,
+    )
 
 
 def line_rows(
     lines: Iterable[ReportLine], outcomes: Mapping[int, LineOutcome], entry_ids: Mapping[int, int]
 ) -> list[SettlementLine]:
     """The rows to store for a chunk's lines: each line has an outcome or an entry."""
-    rows = []
-    for line in lines:
-        outcome = outcomes.get(line.line_no)
-        rows.append(
-            SettlementLine(
-                line_no=line.line_no,
-                invoice_number=line.invoice_number,
-                gross=line.gross,
-                fee=line.fee,
-                net=line.net,
-                settled_on=line.settled_on,
-                status="exception" if outcome is not None else "booked",
-                entry_id=None if outcome is not None else entry_ids[line.line_no],
-                detail=f"{outcome.kind}: {outcome.detail}" if outcome is not None else None,
-                exception_kind=outcome.kind if outcome is not None else None,
-            )
-        )
-    return rows
+    return [
+        line_row(line, outcomes.get(line.line_no), entry_ids.get(line.line_no))
+        for line in lines
+        if line.line_no in entry_ids or line.line_no in outcomes
+    ]
 
 
 def exception_detail(report_id: str, line_no: int, outcome: LineOutcome) -> dict[str, Any]:
@@ -296,7 +461,7 @@ def exception_detail(report_id: str, line_no: int, outcome: LineOutcome) -> dict
 
 
 class LineTally(msgspec.Struct, frozen=True, kw_only=True):
-    """The stored lines of a report with one status and exception kind, counted and totalled."""
+    """The stored lines of a report with one status, exception kind and line type, counted and totalled."""
 
     status: LineStatus
     exception_kind: str | None
@@ -304,22 +469,41 @@ class LineTally(msgspec.Struct, frozen=True, kw_only=True):
     gross: int
     fee: int
     net: int
+    line_type: str = "payment"
+
+
+class TypeSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The lines of one kind in a report: how many, how many booked, and the booked lines' net."""
+
+    lines: int = 0
+    booked: int = 0
+    net: int = 0
 
 
 class ImportSummary(msgspec.Struct, frozen=True, kw_only=True):
-    """What an import did. ``gross``, ``fee`` and ``net`` are totals of the booked lines."""
+    """What an import did. ``gross``, ``fee`` and ``net`` are the signed totals of the booked lines
+    (a deduction is negative), so ``net`` is what the booked lines put in the bank.
+
+    ``by_type`` counts the lines of each kind (``unknown`` for rows of a type the mapping does not
+    know). A re-import of the same bytes returns the stored summary with ``already_imported``; it
+    first re-evaluates the report's lines whose exceptions are still open (``reevaluated``), and
+    books those whose problem was fixed meanwhile (``rebooked``).
+    """
 
     report_id: str
     source_name: str
     format: Format
-    lines: int  # payment lines read (booked + exceptions)
-    skipped: int  # rows that are not payment lines
+    lines: int  # every line read (booked + exceptions)
+    skipped: int  # always 0: no line is ever skipped
     booked: int
     exceptions: dict[str, int]  # kind -> count
     gross: int
     fee: int
     net: int
+    by_type: dict[str, TypeSummary] = {}
     already_imported: bool = False
+    reevaluated: int = 0
+    rebooked: int = 0
 
     @property
     def exception_count(self) -> int:
@@ -336,6 +520,13 @@ def summarize(
     for t in sorted((t for t in rows if t.status == "exception"), key=lambda t: t.exception_kind or ""):
         kind = t.exception_kind or ""
         exceptions[kind] = exceptions.get(kind, 0) + t.lines
+    by_type: dict[str, TypeSummary] = {}
+    for t in sorted(rows, key=lambda t: t.line_type):
+        was = by_type.get(t.line_type, TypeSummary())
+        done = t.lines if t.status == "booked" else 0
+        by_type[t.line_type] = TypeSummary(
+            lines=was.lines + t.lines, booked=was.booked + done, net=was.net + (t.net if done else 0)
+        )
     return ImportSummary(
         report_id=report_id,
         source_name=source_name,
@@ -347,6 +538,7 @@ def summarize(
         gross=sum(t.gross for t in booked),
         fee=sum(t.fee for t in booked),
         net=sum(t.net for t in booked),
+        by_type=by_type,
     )
 
 

@@ -8,6 +8,8 @@ docs/split-rules.md.
 
     allocate(gross, items, policy, fee_policy)      -> Allocation   (frozen at capture)
     reverse(allocation, already, amount, policy)    -> Reversal     (one per refund)
+    line_item_parts(allocation, items, before, refunded, policy) -> explicit amounts of a refund
+                                                       of whole line items (then ``reverse``)
     build_settlement_instruction(allocation, ...)   -> DOKU additional_info.settlement
 
 Errors (all ``LedgerError``; ``problems`` lists every problem found, each with a stable code)::
@@ -652,9 +654,12 @@ def reverse(
     Proportional (default): the target is the largest-remainder split of everything refunded
     so far (``already.amount + amount``) over ``reversal_budget``; this refund reverses the
     target minus ``already``. So any chain of partial refunds ends exactly at the budget.
-    Largest remainder is not monotone in the total (the Alabama paradox): when a party's target
-    would move backwards, it is held still and the difference is taken from the parties with
-    room left, by largest remainder over that room; later refunds catch up.
+    Largest remainder is not monotone in the total (the Alabama paradox), so the give-back rule
+    (docs/split-rules.md §3.2): each party's step is its target minus ``already``, held between
+    0 and what the party has left (``_room``); if the held steps add up to more than the refund,
+    the surplus comes off the steps by largest remainder over each party's step (what it gives
+    in this refund beyond its lower bound); if to less, the shortfall is added by largest
+    remainder over what each party has left after its step. Later refunds catch up.
 
     ``explicit``: per-party amounts keyed like ``parts()`` (missing parties reverse 0); they must
     sum to ``amount`` and keep every party between 0 and its budget.
@@ -732,6 +737,8 @@ def _check_explicit_reversal(
 
 
 def _proportional_step(budget: dict[str, int], before: dict[str, int], total: int, amount: int) -> dict[str, int]:
+    """The give-back rule (docs/split-rules.md §3.2): held steps, then the surplus off the steps
+    or the shortfall onto what is left, each by largest remainder."""
     target = allocate_largest_remainder(total, budget)
     rooms = {party: _room(budget[party], before[party]) for party in budget}
     step = {party: min(max(target[party] - before[party], rooms[party][0]), rooms[party][1]) for party in budget}
@@ -745,6 +752,61 @@ def _proportional_step(budget: dict[str, int], before: dict[str, int], total: in
         less = allocate_largest_remainder(-gap, {party: step[party] - rooms[party][0] for party in budget})
         step = {party: step[party] - less[party] for party in budget}
     return step
+
+
+# --- refunds by line item ------------------------------------------------------------------
+
+
+def line_budgets(allocation: Allocation, policy: RefundPolicy = RefundPolicy()) -> dict[str, dict[str, int]]:
+    """Each seller's line budget: what a full refund of the seller's items takes from whom.
+
+    For seller ``s`` with subtotal ``S``: ``s`` gives back its own budget (``reversal_budget``),
+    ``doku_fee`` its part of DOKU's fee budget (the fee shares when the sellers bore the fee, else
+    pro rata to the subtotals, by largest remainder), and the platform the rest of ``S`` (its
+    commission on those items, less any fee it gets back). Each seller's line budget sums to
+    ``S``, and summed over the sellers they are ``reversal_budget`` again.
+    """
+    budget = reversal_budget(allocation, policy)
+    fee_shares = {p.seller_id: p.fee_share for p in allocation.sellers}
+    weights = fee_shares if sum(fee_shares.values()) > 0 else {p.seller_id: p.subtotal for p in allocation.sellers}
+    doku = allocate_largest_remainder(budget[DOKU_FEE], weights) if sum(weights.values()) > 0 else {}
+    lines = {}
+    for part in allocation.sellers:
+        seller, fee = budget[part.seller_id], doku.get(part.seller_id, 0)
+        lines[part.seller_id] = {part.seller_id: seller, PLATFORM: part.subtotal - seller - fee, DOKU_FEE: fee}
+    return lines
+
+
+def line_item_parts(
+    allocation: Allocation,
+    items: Sequence[LineItem],
+    before: Mapping[int, int],
+    refunded: Mapping[int, int],
+    policy: RefundPolicy = RefundPolicy(),
+) -> dict[str, int]:
+    """The per-party amounts (``parts()`` keys) of a refund of whole line items of a cart.
+
+    ``items`` are the order's line items; ``before`` and ``refunded`` map an item's index to the
+    quantity refunded by earlier line-item refunds and by this one. Per seller, the target is the
+    largest-remainder split of the seller's refunded subtotal so far (price x quantity of its
+    refunded items) over its line budget (``line_budgets``); this refund takes the target after
+    it minus the target before it. So it touches only the sellers whose items come back, a
+    seller's refunded items together reverse exactly its line budget, and the amounts sum to
+    the refunded items' price. Pass the result to ``reverse(..., explicit=...)``, which holds
+    every party to its budget.
+    """
+    lines = line_budgets(allocation, policy)
+    parts: dict[str, int] = dict.fromkeys([PLATFORM, DOKU_FEE, *lines], 0)
+    for seller, line in lines.items():
+        owned = [i for i, item in enumerate(items) if item.seller_id == seller]
+        was = sum(items[i].price * before.get(i, 0) for i in owned)
+        now = was + sum(items[i].price * refunded.get(i, 0) for i in owned)
+        if now == was:
+            continue
+        after_, before_ = allocate_largest_remainder(now, line), allocate_largest_remainder(was, line)
+        for party in line:
+            parts[party] += after_[party] - before_[party]
+    return parts
 
 
 # --- DOKU split instruction -----------------------------------------------------------------

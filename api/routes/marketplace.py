@@ -12,7 +12,7 @@ from typing import Any
 from litestar import Controller, Response, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from api.bodies import Strict
+from api.bodies import Strict, decode_strict
 from api.deps import HttpRequest, KeyedDep, PlatformId, ServicesDep
 from api.idempotency import REQUIRED, answer
 from api.routes.pages import decode_cursor, page_size, split_page
@@ -21,9 +21,11 @@ from api.schemas import (
     OrderIn,
     OrderOut,
     OrderPage,
+    RefundCompleteIn,
     RefundIn,
     RefundOut,
     SellerIn,
+    TopUpIn,
     gateway_settings,
     order_draft,
     order_out,
@@ -31,8 +33,9 @@ from api.schemas import (
     refund_out,
     seller_draft,
 )
+from ledger.refunds import RefundDeposit, TopUp
 from ledger.sellers import Seller
-from ledger.service import gateways, orders, refunds, sellers
+from ledger.service import deposit, gateways, orders, refunds, sellers
 from ledger.store.gateways import GatewayView
 
 
@@ -58,6 +61,34 @@ class PlatformController(Controller):
     @get("/gateway", summary="The platform's DOKU settings (the secret is never shown)")
     async def get_gateway(self, services: ServicesDep, platform_id: PlatformId) -> GatewayView:
         return _view(await gateways.get_gateway(services.db, platform_id))
+
+    @get("/refund-deposit", summary="The deposit behind DOKU's Refund Service: balance, in flight, available")
+    async def get_deposit(self, services: ServicesDep, platform_id: PlatformId) -> RefundDeposit:
+        return await deposit.get_deposit(services.db, platform_id)
+
+    @post(
+        "/refund-deposit/top-ups",
+        summary="Top up the refund deposit from the platform's bank (Idempotency-Key required)",
+        description=(
+            "Books Dr doku:refund_deposit, Cr platform:bank. Deposit refunds (POST /v1/orders/{invoice}/refunds "
+            'with "mode": "deposit") draw on it; DOKU\'s Refund Service pays IDR 10,000 - 25,000,000 a refund '
+            "[unconfirmed]."
+        ),
+        status_code=201,
+        dto=Strict[TopUpIn],
+        return_dto=None,
+        opt=REQUIRED,
+    )
+    async def top_up(
+        self,
+        request: HttpRequest,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        keyed: KeyedDep,
+        data: JSONBody[TopUpIn],
+    ) -> Response[TopUp]:
+        draft = deposit.TopUpDraft(amount=data.amount, reference=data.reference)
+        return await answer(request, keyed, lambda: deposit.top_up_deposit(services.db, keyed, platform_id, draft))
 
 
 class SellerController(Controller):
@@ -195,6 +226,15 @@ class OrderController(Controller):
     @post(
         "/{invoice_number:str}/refunds",
         summary="Refund all or part of a captured order (Idempotency-Key required)",
+        description=(
+            "By amount (shared in proportion to what each party kept), by explicit per-party amounts "
+            '(`parties`), or by line item: `{"line_items": [{"index": 1, "quantity": 1}]}` or '
+            '`[{"name": "Kopi Gayo 250 g", "quantity": 1}]` takes back exactly those items\' seller share, '
+            "commission and fee part (`index` is 0-based in the order's line_items). `mode`: gateway (DOKU "
+            "refunds and deducts it from a later settlement), manual (a bank transfer: `reference` required), "
+            "deposit (DOKU's Refund Service pays it out of the refund deposit; confirm with "
+            "POST /v1/refunds/{refund_id}/confirm)."
+        ),
         status_code=201,
         dto=Strict[RefundIn],
         return_dto=None,
@@ -246,6 +286,31 @@ class RefundController(Controller):
             request,
             keyed,
             lambda: refunds.send_refund(services.db, services.doku, keyed, platform_id, refund_id),
+            refund_out,
+        )
+
+    @post(
+        "/{refund_id:str}/confirm",
+        summary="DOKU's Refund Service paid a deposit refund: it leaves the deposit, no longer in flight",
+        status_code=200,
+        opt=REQUIRED,
+    )
+    async def confirm(
+        self,
+        request: HttpRequest,
+        services: ServicesDep,
+        platform_id: PlatformId,
+        keyed: KeyedDep,
+        refund_id: FromPath[str],
+    ) -> Response[RefundOut]:
+        body = await request.body()
+        data = decode_strict(body, RefundCompleteIn) if body.strip() else RefundCompleteIn()
+        return await answer(
+            request,
+            keyed,
+            lambda: refunds.confirm_deposit_refund(
+                services.db, keyed, platform_id, refund_id, reference=data.reference
+            ),
             refund_out,
         )
 

@@ -35,7 +35,12 @@ class PayoutPage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ResolveIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What was done. ``action`` "note" (default) only records it; "capture" captures the order of a
+    ``status_conflict`` whose evidence is DOKU's SUCCESS after FAILED/EXPIRED (DOKU did take the
+    money); "write_off" books an ``adjustment``'s money from doku:suspense to platform:commission."""
+
     resolution: Annotated[str, msgspec.Meta(min_length=1, max_length=2000, examples=["DOKU corrected the report"])]
+    action: Literal["note", "capture", "write_off"] = "note"
 
 
 class ImportOut(ImportSummary, frozen=True, kw_only=True):
@@ -220,12 +225,44 @@ def _report_input(
     return msgspec.json.encode(data.lines), "json", mapping, data.source_name
 
 
+SETTLEMENT_DESCRIPTION = """
+Every row of DOKU's report is booked by its type, or becomes a reconciliation exception (never skipped).
+
+Columns (the default mapping, the DOKU sandbox's; change any with `?mapping=field=Column,...` or the JSON
+`mapping`): `invoice_number`, `gross_amount` (`gross`), `fee`, `net_amount` (`net`), `settlement_date`
+(`settled_on`), `type`, `request_id` (`reference`: the Request-Id of the payment or refund). Amounts are
+whole rupiah (`50000`, `50,000`, `50000.00`; `number_format=1.234,00` for Indonesian grouping).
+
+Row types (`type` column; lists in the mapping: `payment_types`, `refund_types`, `chargeback_types`,
+`adjustment_types`, `fee_correction_types`, `|`-separated in `?mapping=`):
+
+- **payment** (PAYMENT, SUCCESS): gross > 0, fee, net = gross - fee. Dr platform:bank net,
+  Dr doku:fees_withheld fee, Cr doku:clearing; the sellers' shares move from pending to available.
+- **refund** (REFUND): the refund, the fee DOKU gives back on it (usually 0), the deduction; either sign.
+  Dr doku:clearing, Cr platform:bank: the gateway refund (matched by `request_id`, else by amount) is deducted.
+- **chargeback** (CHARGEBACK): like a refund row. The order is refunded by that amount (a refund of mode
+  chargeback, reversed from each party under the order's refund policy) and the deduction is booked.
+- **adjustment** (ADJUSTMENT): the signed net (+ DOKU adds, - DOKU deducts). Dr/Cr platform:bank against
+  doku:suspense, and an `adjustment` exception: an operator books it where it belongs (`write_off`).
+- **fee_correction** (FEE_CORRECTION): the signed net (+ DOKU gives fee back). Dr/Cr platform:bank against
+  platform:commission (the allocation is frozen: the platform bears fee differences).
+
+A row whose type the mapping does not know is an `unknown_line_type` exception; a report without a `type`
+column is all payments. The same bytes are imported once: importing them again re-evaluates the report's
+lines whose exceptions are still open (e.g. the order was captured meanwhile) and books those that now can be
+(`reevaluated`, `rebooked`, `already_imported: true`).
+"""
+
+
 class SettlementController(Controller):
     path = "/settlements"
     tags = ["settlement"]
 
     @post(
-        "/", summary="Import a DOKU settlement report: text/csv body, or JSON {csv | lines, mapping}", status_code=200
+        "/",
+        summary="Import a DOKU settlement report, every row type booked: text/csv, or JSON {csv | lines, mapping}",
+        description=SETTLEMENT_DESCRIPTION,
+        status_code=200,
     )
     async def import_report(
         self, request: HttpRequest, services: ServicesDep, platform_id: PlatformId, keyed: KeyedDep
@@ -274,17 +311,29 @@ class ReconciliationController(Controller):
     path = "/reconciliation"
     tags = ["reconciliation"]
 
-    @get("/", summary="What DOKU captured, refunded, settled and still owes; what sellers are owed and were paid")
+    @get(
+        "/",
+        summary="What DOKU captured, refunded, settled and still owes; what sellers are owed and were paid",
+        description=(
+            "`clean` is true only when every rupiah in doku:clearing, doku:suspense, doku:fees_withheld and "
+            "doku:deposit_refunds_in_flight is explained by an open item (`open_items`: an order awaiting "
+            "settlement within T+2 working days, a refund awaiting DOKU's deduction, a deposit refund in flight, "
+            "each by order, with aging buckets) and nothing else is wrong; `unexplained` shows the rest by "
+            "account and by order. `view=capture_date` (default): the orders captured in the period and what "
+            "became of them; `view=settlement_date`: each flow by its own date (DOKU's lines by settlement date)."
+        ),
+    )
     async def reconcile(
         self,
         services: ServicesDep,
         platform_id: PlatformId,
         period_start: FromQuery[date | None] = None,
         period_end: FromQuery[date | None] = None,
+        view: FromQuery[Literal["capture_date", "settlement_date"]] = "capture_date",
         format: FromQuery[Literal["json", "csv"]] = "json",
     ) -> Any:
         """Period days are WIB calendar days, inclusive (default: yesterday and today); positions
-        (owed by DOKU, balances, open exceptions) are as of now."""
+        (owed by DOKU, open items, balances, open exceptions) are as of now."""
         end = period_end or datetime.now(WIB).date()
         start = period_start or end - timedelta(days=1)
         rec: Reconciliation = await reconciliation.reconcile(
@@ -293,6 +342,7 @@ class ReconciliationController(Controller):
             period_start=start,
             period_end=end,
             settlement_days=services.settings.settlement_days,
+            view=view,
         )
         if format == "csv":
             return _csv(reports_csv.reconciliation_csv(rec), f"reconciliation-{rec.period_start}.csv")
@@ -312,7 +362,7 @@ class ReconciliationController(Controller):
 
     @post(
         "/exceptions/{exception_id:int}/resolve",
-        summary="Mark an exception resolved, with what was done about it",
+        summary="Resolve an exception with what was done (note; capture a status conflict; write off an adjustment)",
         status_code=200,
         dto=Strict[ResolveIn],
         return_dto=None,
@@ -329,7 +379,9 @@ class ReconciliationController(Controller):
         return await answer(
             request,
             keyed,
-            lambda: exceptions.resolve_exception(services.db, keyed, platform_id, exception_id, data.resolution),
+            lambda: exceptions.resolve_exception(
+                services.db, keyed, platform_id, exception_id, data.resolution, data.action
+            ),
         )
 
 

@@ -26,10 +26,13 @@ log = logging.getLogger("splitledger.capture")
 _Item = tuple[str, CaptureRequest, "asyncio.Future[CaptureResult]"]
 
 
-async def capture_batch(uow: UnitOfWork, platform_id: str, requests: Sequence[CaptureRequest]) -> list[CaptureResult]:
-    """Capture many orders in one unit of work; one result per request, in order."""
+async def capture_batch(
+    uow: UnitOfWork, platform_id: str, requests: Sequence[CaptureRequest], *, reopen: bool = False
+) -> list[CaptureResult]:
+    """Capture many orders in one unit of work; one result per request, in order (``reopen``: see
+    ``plan_captures``)."""
     orders = await uow.orders.lock_for_capture(platform_id, [r.invoice_number for r in requests])
-    plan = plan_captures(requests, orders)
+    plan = plan_captures(requests, orders, reopen=reopen)
     results: dict[int, CaptureResult] = dict(plan.decided)
     if plan.to_post:
         posted = await uow.ledger.post(platform_id, [draft for _, _, draft in plan.to_post])

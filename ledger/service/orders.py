@@ -8,6 +8,10 @@ Rules:
 * DOKU's "SUCCESS" to a payment request only means the request reached the customer's app; only a
   notification or a status check captures, through the one capture path (``apply_payment_status``).
 * A capture that does not match its order is never posted; it becomes a reconciliation exception.
+* DOKU's word never changes money state against the order's (docs/order-states.md): a SUCCESS after
+  FAILED or EXPIRED, or a FAILED or EXPIRED after SUCCESS, is a ``conflict``: a ``status_conflict``
+  exception with the evidence (one per order while it is open; later words add to its evidence),
+  and the caller asks DOKU for the status (``check_order_status`` records the answer on it).
 """
 
 from __future__ import annotations
@@ -15,8 +19,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from ledger import errors, split
-from ledger.orders import CaptureRequest, Order, OrderDraft, freeze_policy, named_sellers
+from ledger.orders import (
+    STATUS_CONFLICT,
+    CaptureRequest,
+    Order,
+    OrderDraft,
+    conflict_evidence,
+    freeze_policy,
+    is_contradiction,
+    named_sellers,
+)
 from ledger.service.capture import CaptureBatcher
+from ledger.service.exceptions import record_conflict, record_status_check
 from ledger.service.gateway import Delivered, Outcome, PaymentGateway, Refused, Unreachable
 from ledger.service.idempotency import Keyed
 from ledger.store.database import Database, UnitOfWork
@@ -143,18 +157,39 @@ async def apply_payment_status(
                 actual=amount,
             )
             await db.transaction(lambda uow: uow.exceptions.add(platform_id, [found]))
+        elif result.outcome == "conflict":
+            await db.transaction(lambda uow: _conflict(uow, platform_id, invoice_number, amount, status, date, source))
         return result.outcome
     if status in ("FAILED", "EXPIRED", "TIMEOUT"):
-        closed = await db.transaction(
-            lambda uow: uow.orders.set_status(
+
+        async def close(uow: UnitOfWork) -> str:
+            closed = await uow.orders.set_status(
                 platform_id,
                 invoice_number,
                 "expired" if status in ("EXPIRED", "TIMEOUT") else "failed",
                 closed_reason=f"doku_{status.lower()}",
             )
-        )
-        return "closed" if closed is not None else "ignored"
+            if closed is not None:
+                return "closed"
+            return await _conflict(uow, platform_id, invoice_number, amount, status, date, source)
+
+        return await db.transaction(close)
     return "ignored"
+
+
+async def _conflict(
+    uow: UnitOfWork, platform_id: str, invoice_number: str, amount: int, status: str, date: str | None, source: str
+) -> str:
+    """Keep a contradicting word from DOKU as evidence, under the order's lock; money stays as it is."""
+    orders = await uow.orders.lock_many(platform_id, [invoice_number])
+    order = orders.get(invoice_number)
+    if order is None or not is_contradiction(order.status, status):
+        return "ignored"  # e.g. EXPIRED after FAILED: no money either way
+    evidence = conflict_evidence(
+        order.status, order.closed_reason, doku_status=status, amount=amount, date=date, source=source
+    )
+    await record_conflict(uow, platform_id, order, evidence)
+    return "conflict"
 
 
 async def check_order_status(
@@ -171,6 +206,10 @@ async def check_order_status(
             await apply_payment_status(
                 db, batcher, platform_id, invoice_number, answer.amount, answer.status, answer.date, "status_check"
             )
+    elif await db.read(lambda uow: uow.exceptions.open_of(platform_id, invoice_number, STATUS_CONFLICT)):
+        # A contradiction is open: DOKU's own answer is evidence for the operator; it moves no money.
+        answer = await doku.check_status(gateway, invoice_number)
+        await db.transaction(lambda uow: record_status_check(uow, platform_id, invoice_number, answer))
     return await keyed.finish(lambda uow: uow.orders.get(platform_id, invoice_number))
 
 

@@ -71,6 +71,46 @@ class ExceptionsTable:
         )
         return [_exception(r) for r in rows]
 
+    async def get(
+        self, platform_id: str, exception_id: int, *, for_update: bool = False
+    ) -> ReconciliationException | None:
+        row = await self.conn.fetchrow(
+            "SELECT * FROM reconciliation_exceptions WHERE platform_id = $1 AND exception_id = $2"
+            + (" FOR UPDATE" if for_update else ""),
+            platform_id,
+            exception_id,
+        )
+        return _exception(row) if row is not None else None
+
+    async def open_of(self, platform_id: str, invoice_number: str, kind: str) -> list[ReconciliationException]:
+        """The order's open exceptions of one kind, oldest first."""
+        rows = await self.conn.fetch(
+            """
+            SELECT * FROM reconciliation_exceptions
+             WHERE platform_id = $1 AND invoice_number = $2 AND kind = $3 AND resolved_at IS NULL
+             ORDER BY exception_id
+            """,
+            platform_id,
+            invoice_number,
+            kind,
+        )
+        return [_exception(r) for r in rows]
+
+    async def add_evidence(self, platform_id: str, exception_ids: Sequence[int], key: str, evidence: Any) -> None:
+        """Append ``evidence`` to the list ``detail[key]`` of each exception (a status check's answer)."""
+        await self.conn.execute(
+            """
+            UPDATE reconciliation_exceptions
+               SET detail = jsonb_set(detail, ARRAY[$3::text],
+                                      coalesce(detail -> $3::text, '[]'::jsonb) || jsonb_build_array($4::jsonb))
+             WHERE platform_id = $1 AND exception_id = ANY($2::bigint[])
+            """,
+            platform_id,
+            list(exception_ids),
+            key,
+            evidence,
+        )
+
     async def resolve(self, platform_id: str, exception_id: int, resolution: str) -> ReconciliationException | None:
         row = await self.conn.fetchrow(
             """

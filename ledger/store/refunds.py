@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -27,6 +28,10 @@ def refund_from_row(row: asyncpg.Record) -> Refund:
         failure=row["failure"],
         created_at=row["created_at"],
         completed_at=row["completed_at"],
+        line_items={int(k): v for k, v in row["line_items"].items()} if row["line_items"] is not None else None,
+        cleared_at=row["cleared_at"],
+        cleared_by=row["cleared_by"],
+        clearing_entry_id=row["clearing_entry_id"],
     )
 
 
@@ -69,12 +74,13 @@ class RefundsTable:
         mode: RefundMode,
         reference: str | None,
         explicit: dict[str, int] | None,
+        line_items: dict[int, int] | None = None,
     ) -> Refund:
         row = await self.conn.fetchrow(
             """
             INSERT INTO refunds (platform_id, refund_id, invoice_number, amount, reason, mode, reference, explicit,
-                                 status, doku_request_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'requested', $9)
+                                 status, doku_request_id, line_items)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'requested', $9, $10)
             ON CONFLICT (platform_id, refund_id) DO NOTHING
             RETURNING *
             """,
@@ -87,18 +93,28 @@ class RefundsTable:
             reference,
             explicit,
             refund_id if mode == "gateway" else None,
+            {str(k): v for k, v in line_items.items()} if line_items is not None else None,
         )
         if row is None:
             raise errors.IdempotencyConflict(f"refund {refund_id!r} exists", refund_id=refund_id)
         return refund_from_row(row)
 
     async def succeed(
-        self, platform_id: str, refund_id: str, reversal: split.Reversal, entry_id: int, reference: str | None
+        self,
+        platform_id: str,
+        refund_id: str,
+        reversal: split.Reversal,
+        entry_id: int,
+        reference: str | None,
+        *,
+        cleared_by: str | None = None,
     ) -> Refund:
+        """Mark a refund succeeded with its reversal; ``cleared_by`` when its money left at once (manual)."""
         row = await self.conn.fetchrow(
             """
             UPDATE refunds SET status = 'succeeded', reversal = $3, entry_id = $4, completed_at = now(),
-                   reference = coalesce($5, reference)
+                   reference = coalesce($5, reference),
+                   cleared_at = CASE WHEN $6::text IS NULL THEN NULL ELSE now() END, cleared_by = $6
              WHERE platform_id = $1 AND refund_id = $2 RETURNING *
             """,
             platform_id,
@@ -106,8 +122,48 @@ class RefundsTable:
             reversal,
             entry_id,
             reference,
+            cleared_by,
         )
         return refund_from_row(row)
+
+    async def clear(self, platform_id: str, refund_id: str, *, entry_id: int, cleared_by: str) -> Refund:
+        """The refund's money finally left: DOKU deducted it, or its Refund Service paid it."""
+        row = await self.conn.fetchrow(
+            """
+            UPDATE refunds SET cleared_at = now(), cleared_by = $4, clearing_entry_id = $3
+             WHERE platform_id = $1 AND refund_id = $2 RETURNING *
+            """,
+            platform_id,
+            refund_id,
+            entry_id,
+            cleared_by,
+        )
+        return refund_from_row(row)
+
+    async def of_orders(self, platform_id: str, invoices: Sequence[str]) -> dict[str, list[Refund]]:
+        """Each order's refunds, oldest first."""
+        rows = await self.conn.fetch(
+            """
+            SELECT * FROM refunds WHERE platform_id = $1 AND invoice_number = ANY($2::text[])
+             ORDER BY invoice_number, created_at, refund_id
+            """,
+            platform_id,
+            sorted(set(invoices)),
+        )
+        found: dict[str, list[Refund]] = {}
+        for row in rows:
+            found.setdefault(row["invoice_number"], []).append(refund_from_row(row))
+        return found
+
+    async def requested_total(self, platform_id: str, mode: str) -> int:
+        """What refunds of ``mode`` still requested add up to (a deposit refund being recorded)."""
+        total: int = await self.conn.fetchval(
+            "SELECT coalesce(sum(amount), 0)::bigint FROM refunds WHERE platform_id = $1 AND mode = $2 "
+            "AND status = 'requested'",
+            platform_id,
+            mode,
+        )
+        return total
 
     async def fail(self, platform_id: str, refund_id: str, failure: dict[str, Any]) -> Refund:
         row = await self.conn.fetchrow(

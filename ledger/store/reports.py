@@ -21,7 +21,9 @@ from ledger.reconciliation import (
     SellerFigures,
     Settled,
     Totals,
+    UnclearedRefund,
     UnsettledOrder,
+    View,
     seller_balances_by_code,
 )
 
@@ -46,19 +48,70 @@ class ReportsTable:
         )
         return Totals(count=row["n"], amount=row["gross"]), row["fee"]
 
-    async def refunds_by_mode(self, platform_id: str, start: datetime, end: datetime) -> dict[str, Totals]:
-        """Refunds that succeeded in ``[start, end)``, by mode (gateway, manual)."""
+    async def refunds_by_mode(
+        self, platform_id: str, start: datetime, end: datetime, view: View = "settlement_date"
+    ) -> dict[str, Totals]:
+        """Succeeded refunds by mode: completed in ``[start, end)``, or (view ``capture_date``) of the
+        orders captured in ``[start, end)``, whenever they were made."""
+        by_capture = view == "capture_date"
         rows = await self.conn.fetch(
             """
-            SELECT mode, count(*) AS n, sum(amount)::bigint AS amount FROM refunds
-             WHERE platform_id = $1 AND status = 'succeeded' AND completed_at >= $2 AND completed_at < $3
-             GROUP BY mode
+            SELECT f.mode, count(*) AS n, sum(f.amount)::bigint AS amount FROM refunds f
+              JOIN orders o ON o.platform_id = f.platform_id AND o.invoice_number = f.invoice_number
+             WHERE f.platform_id = $1 AND f.status = 'succeeded'
+               AND CASE WHEN $4 THEN o.captured_at >= $2 AND o.captured_at < $3
+                        ELSE f.completed_at >= $2 AND f.completed_at < $3 END
+             GROUP BY f.mode
+            """,
+            platform_id,
+            start,
+            end,
+            by_capture,
+        )
+        return {r["mode"]: Totals(count=r["n"], amount=r["amount"]) for r in rows}
+
+    async def settled_by_type(
+        self, platform_id: str, first: date, last: date, start: datetime, end: datetime, view: View
+    ) -> dict[str, Settled]:
+        """Booked settlement lines by kind: by DOKU's settlement date (the import's WIB day when it has
+        none) from ``first`` to ``last``, or (view ``capture_date``) the lines of the orders captured
+        in ``[start, end)``, whatever their settlement date."""
+        rows = await self.conn.fetch(
+            """
+            SELECT l.line_type, count(*) AS n, coalesce(sum(l.gross), 0)::bigint AS gross,
+                   coalesce(sum(l.fee), 0)::bigint AS fee, coalesce(sum(l.net), 0)::bigint AS net
+              FROM settlement_lines l
+              JOIN settlement_reports r ON r.platform_id = l.platform_id AND r.report_id = l.report_id
+              LEFT JOIN orders o ON o.platform_id = l.platform_id AND o.invoice_number = l.invoice_number
+             WHERE l.platform_id = $1 AND l.status = 'booked'
+               AND CASE WHEN $6 THEN o.captured_at >= $4 AND o.captured_at < $5
+                        ELSE coalesce(l.settled_on, (r.imported_at AT TIME ZONE 'Asia/Jakarta')::date)
+                             BETWEEN $2 AND $3 END
+             GROUP BY l.line_type ORDER BY l.line_type
+            """,
+            platform_id,
+            first,
+            last,
+            start,
+            end,
+            view == "capture_date",
+        )
+        return {r["line_type"]: Settled(lines=r["n"], gross=r["gross"], fee=r["fee"], net=r["net"]) for r in rows}
+
+    async def top_ups(self, platform_id: str, start: datetime, end: datetime) -> Totals:
+        """Top-ups of the refund deposit booked in ``[start, end)``."""
+        row = await self.conn.fetchrow(
+            """
+            SELECT count(DISTINCT e.entry_id) AS n, coalesce(sum(p.amount), 0)::bigint AS amount
+              FROM journal_entries e
+              JOIN postings p ON p.platform_id = e.platform_id AND p.entry_id = e.entry_id AND p.amount > 0
+             WHERE e.platform_id = $1 AND e.kind = 'deposit_top_up' AND e.effective_at >= $2 AND e.effective_at < $3
             """,
             platform_id,
             start,
             end,
         )
-        return {r["mode"]: Totals(count=r["n"], amount=r["amount"]) for r in rows}
+        return Totals(count=row["n"], amount=row["amount"])
 
     async def settled(self, platform_id: str, first: date, last: date) -> Settled:
         """Booked settlement lines by DOKU's settlement date (the import's WIB day when it has none)."""
@@ -103,19 +156,66 @@ class ReportsTable:
     # -- positions now ----------------------------------------------------------------------
 
     async def unsettled_orders(self, platform_id: str) -> list[UnsettledOrder]:
-        """Captured orders DOKU has not settled, oldest capture first."""
+        """Captured orders DOKU has not settled, oldest capture first, with DOKU's fee and the part of
+        it DOKU gave back on refunds so far."""
         rows = await self.conn.fetch(
             """
-            SELECT invoice_number, amount, captured_at FROM orders
+            SELECT invoice_number, amount, captured_at, (allocation ->> 'fee')::bigint AS fee,
+                   coalesce((reversed ->> 'fee')::bigint, 0) AS fee_returned
+              FROM orders
              WHERE platform_id = $1 AND status = 'captured' AND settled_at IS NULL
              ORDER BY captured_at, invoice_number
             """,
             platform_id,
         )
-        return [
-            UnsettledOrder(invoice_number=r["invoice_number"], amount=r["amount"], captured_at=r["captured_at"])
-            for r in rows
-        ]
+        return [UnsettledOrder(**{f: r[f] for f in UnsettledOrder.__struct_fields__}) for r in rows]
+
+    async def uncleared_refunds(self, platform_id: str) -> list[UnclearedRefund]:
+        """Succeeded gateway and deposit refunds whose money has not finally left, oldest first."""
+        rows = await self.conn.fetch(
+            """
+            SELECT refund_id, invoice_number, mode, amount, coalesce((reversal ->> 'fee')::bigint, 0) AS fee_returned,
+                   completed_at
+              FROM refunds
+             WHERE platform_id = $1 AND status = 'succeeded' AND cleared_at IS NULL AND mode IN ('gateway', 'deposit')
+             ORDER BY completed_at, refund_id
+            """,
+            platform_id,
+        )
+        return [UnclearedRefund(**{f: r[f] for f in UnclearedRefund.__struct_fields__}) for r in rows]
+
+    async def account_balances(self, platform_id: str, codes: Sequence[str]) -> dict[str, int]:
+        """The accounts' balances now (0 for an account the platform does not have)."""
+        rows = await self.conn.fetch(
+            "SELECT code, balance FROM accounts WHERE platform_id = $1 AND code = ANY($2::text[])",
+            platform_id,
+            list(codes),
+        )
+        found = {r["code"]: r["balance"] for r in rows}
+        return {code: found.get(code, 0) for code in codes}
+
+    async def balances_by_order(self, platform_id: str, codes: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Each order's share of the accounts' balances, from the entries that name it ("" for the
+        entries that name no order), in each account's normal direction. Reads every posting of those
+        accounts: the reconciliation asks only when something is unexplained."""
+        rows = await self.conn.fetch(
+            """
+            SELECT coalesce(e.metadata ->> 'invoice_number', '') AS invoice_number, a.code,
+                   (sum(p.amount) * min(a.normal_sign))::bigint AS balance
+              FROM accounts a
+              JOIN postings p ON p.platform_id = a.platform_id AND p.account_id = a.account_id
+              JOIN journal_entries e ON e.platform_id = p.platform_id AND e.entry_id = p.entry_id
+             WHERE a.platform_id = $1 AND a.code = ANY($2::text[])
+             GROUP BY 1, 2
+            HAVING sum(p.amount) <> 0
+            """,
+            platform_id,
+            list(codes),
+        )
+        found: dict[str, dict[str, int]] = {}
+        for r in rows:
+            found.setdefault(r["invoice_number"], {})[r["code"]] = r["balance"]
+        return found
 
     async def account_balance(self, platform_id: str, code: str) -> int:
         """An account's balance now (0 when the platform has no such account)."""

@@ -14,7 +14,10 @@ import asyncpg
 
 from ledger.settlement import ImportSummary, LineTally, SettlementLine, SettlementReport
 
-_LINE_COLUMNS = "line_no, invoice_number, gross, fee, net, settled_on, status, entry_id, detail, exception_kind"
+_LINE_COLUMNS = (
+    "line_no, invoice_number, gross, fee, net, settled_on, status, entry_id, detail, exception_kind, "
+    "line_type, refund_id"
+)
 
 
 def _line(row: asyncpg.Record) -> SettlementLine:
@@ -95,7 +98,7 @@ class SettlementsTable:
             f"""
             INSERT INTO settlement_lines (platform_id, report_id, {_LINE_COLUMNS})
             SELECT $1, $2, * FROM unnest($3::int[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::date[],
-                                         $9::text[], $10::bigint[], $11::text[], $12::text[])
+                                         $9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[])
             """,
             platform_id,
             report_id,
@@ -109,18 +112,54 @@ class SettlementsTable:
             [line.entry_id for line in lines],
             [line.detail for line in lines],
             [line.exception_kind for line in lines],
+            [line.line_type for line in lines],
+            [line.refund_id for line in lines],
         )
+
+    async def replace_line(self, platform_id: str, report_id: str, line: SettlementLine) -> None:
+        """A re-evaluated line: booked now, or an exception for another reason."""
+        await self.conn.execute(
+            """
+            UPDATE settlement_lines SET status = $4, entry_id = $5, detail = $6, exception_kind = $7, refund_id = $8
+             WHERE platform_id = $1 AND report_id = $2 AND line_no = $3
+            """,
+            platform_id,
+            report_id,
+            line.line_no,
+            line.status,
+            line.entry_id,
+            line.detail,
+            line.exception_kind,
+            line.refund_id,
+        )
+
+    async def reevaluable(self, platform_id: str, report_id: str) -> list[tuple[int, int, str]]:
+        """The report's exception lines whose exception is still open: (line_no, exception_id, kind)."""
+        rows = await self.conn.fetch(
+            """
+            SELECT l.line_no, e.exception_id, e.kind
+              FROM settlement_lines l
+              JOIN reconciliation_exceptions e
+                ON e.platform_id = l.platform_id AND e.resolved_at IS NULL AND e.source = 'settlement_report'
+               AND e.detail ->> 'report_id' = l.report_id AND (e.detail ->> 'line_no')::int = l.line_no
+             WHERE l.platform_id = $1 AND l.report_id = $2 AND l.status = 'exception'
+             ORDER BY l.line_no, e.exception_id
+            """,
+            platform_id,
+            report_id,
+        )
+        return [(r["line_no"], r["exception_id"], r["kind"]) for r in rows]
 
     async def tally(self, platform_id: str, report_id: str) -> list[LineTally]:
         """The report's stored lines counted and totalled by status and exception kind."""
         rows = await self.conn.fetch(
             """
-            SELECT status, exception_kind, count(*) AS lines,
+            SELECT status, exception_kind, line_type, count(*) AS lines,
                    coalesce(sum(gross), 0)::bigint AS gross, coalesce(sum(fee), 0)::bigint AS fee,
                    coalesce(sum(net), 0)::bigint AS net
               FROM settlement_lines WHERE platform_id = $1 AND report_id = $2
-             GROUP BY status, exception_kind
-             ORDER BY status, exception_kind
+             GROUP BY status, exception_kind, line_type
+             ORDER BY status, exception_kind, line_type
             """,
             platform_id,
             report_id,

@@ -1,7 +1,8 @@
 """The whole story over real HTTP: sellers, a cart order, the customer approves in the sandbox,
-DOKU's notification captures, a partial refund through DOKU, DOKU's settlement report imported
-as CSV, a payout confirmed, and a clean reconciliation. Every rupiah is derived in the test from
-the rates (``tests.api.expected``), and the books balance after every step."""
+DOKU's notification captures, a partial refund through DOKU, DOKU's settlement report (the payment
+and DOKU's deduction of the refund) imported as CSV, a payout confirmed, and a clean reconciliation
+in which every clearing, suspense and fee account is exactly zero. Every rupiah is derived in the
+test from the rates (``tests.api.expected``), and the books balance after every step."""
 
 from __future__ import annotations
 
@@ -81,19 +82,33 @@ async def test_the_whole_story_from_cart_to_clean_reconciliation(stack: Stack) -
     assert books[f"seller:{BATIK}:pending"] == split[BATIK] - reversal[BATIK]
     assert books[f"seller:{KOPI}:pending"] == split[KOPI] - reversal[KOPI]
 
-    # 5. DOKU settles the full order (it nets the refund later); its CSV report is imported as text/csv.
+    # 5. DOKU settles the full order and deducts the refund it paid (the sandbox's report has both rows);
+    #    its CSV report is imported as text/csv.
     report = await stack.settlement_csv("INV-STORY-1")
     header, *rows = report.splitlines()
-    assert len(rows) == 1
-    line = dict(zip(header.split(","), rows[0].split(","), strict=True))
+    assert len(rows) == 2
+    line, deduction = (dict(zip(header.split(","), row.split(","), strict=True)) for row in rows)
+    assert line["type"] == "PAYMENT"
     assert (int(line["gross_amount"]), int(line["fee"]), int(line["net_amount"])) == (GROSS, fee, GROSS - fee)
+    assert deduction["type"] == "REFUND" and deduction["request_id"] == refund["refund_id"]
+    assert (int(deduction["gross_amount"]), int(deduction["fee"]), int(deduction["net_amount"])) == (
+        -REFUND,
+        0,
+        -REFUND,
+    )
     summary = await stack.import_settlement(report)
-    assert (summary["lines"], summary["booked"], summary["exception_count"]) == (1, 1, 0)
-    assert (summary["gross"], summary["fee"], summary["net"]) == (GROSS, fee, GROSS - fee)
+    assert (summary["lines"], summary["booked"], summary["exception_count"]) == (2, 2, 0)
+    assert (summary["gross"], summary["fee"], summary["net"]) == (GROSS - REFUND, fee, GROSS - fee - REFUND)
+    assert summary["by_type"] == {
+        "payment": {"lines": 1, "booked": 1, "net": GROSS - fee},
+        "refund": {"lines": 1, "booked": 1, "net": -REFUND},
+    }
     books = await stack.assert_books_balance()
-    assert books["platform:bank"] == GROSS - fee
-    assert books["doku:clearing"] == -REFUND  # DOKU paid the refund and will deduct it later
-    assert books["doku:fees_withheld"] == 0
+    assert books["platform:bank"] == GROSS - fee - REFUND  # what DOKU transferred
+    for account in ("doku:clearing", "doku:fees_withheld", "doku:suspense", "doku:deposit_refunds_in_flight"):
+        assert books[account] == 0, account
+    r = await stack.client.get(f"/v1/refunds/{refund['refund_id']}")
+    assert r.json()["cleared_by"] == f"report {summary['report_id']} line 2" and r.json()["cleared_at"]
     batik_left, kopi_left = split[BATIK] - reversal[BATIK], split[KOPI] - reversal[KOPI]
     assert await stack.balances(BATIK) == {
         "seller_id": BATIK,
@@ -120,7 +135,7 @@ async def test_the_whole_story_from_cart_to_clean_reconciliation(stack: Stack) -
     assert (r.json()["status"], r.json()["reference"]) == ("paid", "BCA-778812")
     books = await stack.assert_books_balance()
     assert books["payouts:in_transit"] == 0
-    assert books["platform:bank"] == GROSS - fee - batik_left
+    assert books["platform:bank"] == GROSS - fee - REFUND - batik_left
 
     # 7. Reconciliation over the capture day to the settlement day: clean, and its figures are ours.
     captured_on = date.fromisoformat(line["transaction_date"][:10])
@@ -135,8 +150,16 @@ async def test_the_whole_story_from_cart_to_clean_reconciliation(stack: Stack) -
     assert rec["refunded_gateway"] == {"count": 1, "amount": REFUND}
     assert rec["refunded_manual"] == {"count": 0, "amount": 0}
     assert rec["settled"] == {"lines": 1, "gross": GROSS, "fee": fee, "net": GROSS - fee}
+    assert rec["settled_by_type"]["refund"] == {"lines": 1, "gross": -REFUND, "fee": 0, "net": -REFUND}
     assert rec["owed_by_doku"]["unsettled"] == {"count": 0, "amount": 0}
-    assert rec["owed_by_doku"]["clearing_balance"] == -REFUND
+    assert rec["owed_by_doku"]["clearing_balance"] == 0  # DOKU deducted the refund: the books close
+    assert rec["open_items"]["count"] == 0 and rec["unexplained"]["total"] == 0
+    assert {p["account"]: (p["balance"], p["unexplained"]) for p in rec["accounts"]} == {
+        "doku:clearing": (0, 0),
+        "doku:suspense": (0, 0),
+        "doku:fees_withheld": (0, 0),
+        "doku:deposit_refunds_in_flight": (0, 0),
+    }
     assert rec["open_exceptions"] == 0
     assert rec["payouts"]["paid"] == {"count": 1, "amount": batik_left}
     owed = rec["owed_to_sellers"]

@@ -86,8 +86,13 @@ async def test_late_settlement_and_an_open_exception_are_listed_and_not_clean(ma
     rec = await run(m)
 
     assert rec.clean is False
-    assert [issue.code for issue in rec.issues] == ["settlement_overdue", "open_exceptions"]
+    assert [issue.code for issue in rec.issues] == ["settlement_overdue", "unexplained_money", "open_exceptions"]
     assert [(o.invoice_number, o.amount) for o in rec.owed_by_doku.overdue_orders] == [("INV-OLD", 20_000)]
+    # Past T+2 the order no longer explains the money it holds in clearing.
+    assert rec.unexplained.by_account == {"doku:clearing": 20_000}
+    assert [(u.invoice_number, u.account, u.amount, u.reason) for u in rec.unexplained.by_order] == [
+        ("INV-OLD", "doku:clearing", 20_000, "settlement_overdue")
+    ]
     late = rec.owed_by_doku.overdue_orders[0]
     assert late.working_days_late >= 4 and late.age_working_days == late.working_days_late + 2
     assert (rec.owed_by_doku.overdue.count, rec.owed_by_doku.overdue.amount) == (1, 20_000)
@@ -106,7 +111,8 @@ async def test_late_settlement_and_an_open_exception_are_listed_and_not_clean(ma
     assert rows[[r[:2] for r in rows].index(["result", "clean"])][:3] == ["result", "clean", "NO"]
     assert ["overdue order", "INV-OLD", "20000"] in [r[:3] for r in rows]
     assert ["open exception", "unknown_invoice", "7000"] in [r[:3] for r in rows]
-    assert {r[1] for r in rows if r[0] == "issue"} == {"settlement_overdue", "open_exceptions"}
+    assert {r[1] for r in rows if r[0] == "issue"} == {"settlement_overdue", "unexplained_money", "open_exceptions"}
+    assert ["unexplained", "settlement_overdue", "20000"] in [r[:3] for r in rows]
 
 
 async def test_resolved_exceptions_and_a_longer_settlement_delay_make_it_clean_again(market_pool):

@@ -108,5 +108,10 @@ async def test_the_database_refuses_a_kind_the_code_would_never_write(empty_data
 
 
 def test_the_kinds_the_database_accepts_are_the_codes_kinds():
-    sql = next(m.sql for m in load_migrations() if m.version == 6)
+    # 0020 lists the kinds again with the line types' own (0006's list is the first eight).
+    assert all(
+        f"'{kind}'" in next(m.sql for m in load_migrations() if m.version == 6)
+        for kind in settlement.EXCEPTION_KINDS[:8]
+    )
+    sql = next(m.sql for m in load_migrations() if m.version == 20)
     assert all(f"'{kind}'" in sql for kind in settlement.EXCEPTION_KINDS)

@@ -100,6 +100,7 @@ async def test_the_report_lists_one_days_captures_with_fee_and_net(inbox: object
             "request_id": "r-a",
             "client_id": CLIENT_ID,
             "channel": "JENIUS",
+            "type": "PAYMENT",
             "transaction_date": "2024-05-03T10:00:00+07:00",
             "status": "REFUNDED",
             "gross_amount": "100000",
@@ -113,6 +114,7 @@ async def test_the_report_lists_one_days_captures_with_fee_and_net(inbox: object
             "request_id": "r-b",
             "client_id": CLIENT_ID,
             "channel": "JENIUS",
+            "type": "PAYMENT",
             "transaction_date": "2024-05-03T23:30:00+07:00",
             "status": "SUCCESS",
             "gross_amount": "33333",
@@ -126,7 +128,13 @@ async def test_the_report_lists_one_days_captures_with_fee_and_net(inbox: object
     assert served.headers["content-type"].startswith("text/csv")
     assert rows(filtered.text) == []
     assert bad_name.status_code == 404
-    assert [r["invoice_number"] for r in rows(sandbox.settlement_report_csv(date(2024, 5, 4)))] == ["INV-D"]
+    # INV-A was refunded at 00:30 WIB on the 4th: DOKU deducts it from the 4th's settlement.
+    fourth = rows(sandbox.settlement_report_csv(date(2024, 5, 4)))
+    assert [(r["invoice_number"], r["type"]) for r in fourth] == [("INV-D", "PAYMENT"), ("INV-A", "REFUND")]
+    refund_row = fourth[1]
+    assert (refund_row["request_id"], refund_row["transaction_date"]) == ("rf", "2024-05-04T00:30:00+07:00")
+    assert (refund_row["gross_amount"], refund_row["fee"], refund_row["net_amount"]) == ("-100000", "0", "-100000")
+    assert refund_row["settlement_date"] == "2024-05-07"  # Saturday the 4th: T+2 working days
 
 
 def test_an_empty_day_has_only_the_header() -> None:

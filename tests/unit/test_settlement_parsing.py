@@ -19,6 +19,7 @@ from ledger.settlement_report import (
     DEFAULT_MAPPING,
     INVALID_LINE,
     NET_MISMATCH,
+    UNKNOWN_LINE_TYPE,
     SettlementMapping,
     detect_format,
     mapping_from_spec,
@@ -144,7 +145,8 @@ def test_a_corrupted_cell_makes_that_line_an_exception_and_leaves_the_others_alo
     for index in bad:
         field = draw.draw(st.sampled_from(sorted(corruptions)))
         rows[index][field] = draw.draw(st.sampled_from(corruptions[field]))
-    report = parse_report(render(m, list(m.columns().values()), rows), m)
+    # The optional type and reference columns left out: a report of payments only.
+    report = parse_report(render(m, [m.invoice_number, m.gross, m.fee, m.net, m.settled_on], rows), m)
     assert len(report.lines) == len(rows)
     for index, line in enumerate(report.lines):
         if index in bad:
@@ -201,15 +203,23 @@ def test_settlement_dates_with_a_time_are_read_in_wib():
     assert line.settled_on == date(2024, 5, 4)  # 03:00 WIB the next day
 
 
-def test_rows_that_are_not_payments_are_skipped_and_counted():
+def test_every_row_is_a_line_of_its_kind_and_an_unknown_type_is_an_exception_never_skipped():
     mapping = mapping_from_spec("type=kind,payment_types=SALE|PAYMENT")
     content = (
         b"kind,invoice_number,gross_amount,fee,net_amount,settlement_date\n"
         b"SALE,A,1,0,1,2024-05-03\nrefund,A,-1,0,-1,2024-05-03\n payment ,B,2,0,2,2024-05-03\n,C,3,0,3,2024-05-03\n"
+        b"TOTAL,,6,0,6,2024-05-03\n"
     )
     report = parse_report(content, mapping)
-    assert [(line.line_no, line.invoice_number) for line in report.lines] == [(1, "A"), (3, "B")]
-    assert report.skipped == 2
+    got = [(line.line_no, line.invoice_number, line.kind, line.problem) for line in report.lines]
+    assert got == [
+        (1, "A", "payment", None),
+        (2, "A", "refund", None),
+        (3, "B", "payment", None),
+        (4, "C", "unknown", UNKNOWN_LINE_TYPE),  # a blank type is not a type the mapping knows
+        (5, None, "unknown", UNKNOWN_LINE_TYPE),
+    ]
+    assert report.skipped == 0
 
 
 def test_mapping_from_spec_changes_only_what_it_names():
