@@ -3,8 +3,11 @@
 It starts the real service (embedded PostgreSQL unless DATABASE_URL is set) and the simulated DOKU
 on loopback, then does over HTTP exactly what a marketplace would: a platform and two sellers, a
 cart order split between them, the customer approving in the (simulated) Jenius app, DOKU's signed
-notification and the capture, a partial refund, DOKU's settlement report imported, a payout, and
-the morning reconciliation — printing the balances at each step.
+notification and the capture, the customer returning the coffee (a refund of that line item, taken
+only from the coffee seller and the platform's commission on it), DOKU's settlement report (the
+payment, and DOKU's deduction of the refund it paid) imported, a payout, and the morning
+reconciliation, whose clearing, suspense and fee accounts are back at zero — printing the balances
+at each step.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class Story:
                     for code in (
                         "doku:clearing",
                         "doku:fees_withheld",
+                        "doku:suspense",
                         "platform:commission",
                         "platform:bank",
                         "payouts:in_transit",
@@ -177,12 +181,16 @@ async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str, c
     )
     await story.balances("seller balances after capture")
 
-    say(6, "The customer returns the coffee: a partial refund of Rp 85.000 through DOKU")
+    say(6, "The customer returns the coffee: a refund of that line item (Rp 85.000) through DOKU")
     refund = await story.call(
         "POST",
         f"/v1/orders/{invoice}/refunds",
         headers={"Idempotency-Key": f"refund-{invoice}"},
-        json={"amount": 85_000, "reason": "item returned", "mode": "gateway"},
+        json={
+            "line_items": [{"name": "Kopi Gayo 250 g", "quantity": 1}],
+            "reason": "item returned",
+            "mode": "gateway",
+        },
     )
     print(
         table(
@@ -196,22 +204,23 @@ async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str, c
     say(7, "Two working days later DOKU settles; its settlement report is imported")
     today = datetime.now(WIB).date()
     report = await story.call("GET", f"{story.sandbox_url}/_sandbox/settlements/{today.isoformat()}.csv")
-    print("\n" + "\n".join("    " + line for line in report.strip().splitlines()[:3]))
+    print("\n" + "\n".join("    " + line for line in report.strip().splitlines()[:4]))
     summary = await story.call(
         "POST",
         "/v1/settlements",
         content=report.encode(),
         headers={"Content-Type": "text/csv", "X-Source-Name": f"doku-{today}.csv"},
     )
+    kinds = ", ".join(f"{t['booked']} {kind}" for kind, t in summary.get("by_type", {}).items())
     say(
         None,
-        f"report {summary['report_id']}: {summary['booked']} line(s) booked, "
+        f"report {summary['report_id']}: {summary['booked']} line(s) booked ({kinds}), "
         f"{summary['exception_count']} exception(s), net {rupiah(summary['net'])} to the platform's bank",
     )
     say(
         None,
-        "doku:clearing now shows −Rp 85.000: DOKU settled the full order and paid the customer's refund "
-        "itself, so it will deduct that from a later settlement",
+        "DOKU settled the whole order and deducted the refund it paid the customer: doku:clearing and "
+        "doku:fees_withheld are back at Rp 0",
     )
     await story.balances("seller balances after settlement")
 
@@ -240,7 +249,8 @@ async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str, c
     clean = bool(rec.get("clean"))
     say(
         None,
-        "clean: every rupiah captured is settled, refunded or owed, and sellers' balances match the books ✓"
+        "clean: every rupiah in the clearing, suspense and fee accounts is explained by an open item, "
+        "and sellers' balances match the books ✓"
         if clean
         else "NOT clean: " + "; ".join(i.get("message", str(i)) for i in rec.get("issues", [])),
     )
@@ -266,6 +276,11 @@ def reconciliation_table(rec: dict[str, Any]) -> str:
             ],
             ["of which overdue (> T+2)", f"{owed['overdue']['count']} order(s), {rupiah(owed['overdue']['amount'])}"],
             ["doku:clearing balance", rupiah(owed["clearing_balance"])],
+            [
+                "open items (awaiting DOKU)",
+                f"{rec['open_items']['count']} item(s), {rupiah(rec['open_items']['amount'])}",
+            ],
+            ["unexplained money", rupiah(rec["unexplained"]["total"])],
             ["open exceptions", str(rec["open_exceptions"])],
             ["paid out to sellers", rupiah(rec["payouts"]["paid"]["amount"])],
             ["owed to sellers (orders)", rupiah(sellers["expected"])],

@@ -18,6 +18,7 @@ from ledger.split import (
     CartPolicy,
     ExplicitPolicy,
     FeePolicy,
+    LineItem,
     RefundPolicy,
     Reversal,
     ReversalDoesNotSum,
@@ -29,11 +30,13 @@ from ledger.split import (
     ReversalWrongDirection,
     Share,
     allocate,
+    line_budgets,
+    line_item_parts,
     reversal_budget,
     reverse,
     sum_reversals,
 )
-from tests.unit.test_split_allocation import SELLERS, allocations, three_seller_cart
+from tests.unit.test_split_allocation import SELLERS, allocations, cart_orders, three_seller_cart
 
 FAST = settings(max_examples=200, deadline=None)
 
@@ -182,6 +185,167 @@ def test_a_chain_is_path_independent_whenever_the_targets_only_move_forward(
             return
         assert sum_reversals(reversals[: step + 1]).parts() == target
         previous = target
+
+
+# --- the give-back rule, implemented again from docs/split-rules.md §3.2 -----------------------
+
+
+def largest_remainder_as_written(total: int, weights: dict[str, int]) -> dict[str, int]:
+    """§1 in exact fractions: floors, then one rupiah each by remainder, weight, key."""
+    whole = sum(weights.values())
+    exact_ = {k: Fraction(total * w, whole) for k, w in weights.items()}
+    parts = {k: math.floor(v) for k, v in exact_.items()}
+    ranked = sorted(weights, key=lambda k: (-(exact_[k] - parts[k]), -weights[k], k))
+    for k in ranked[: total - sum(parts.values())]:
+        parts[k] += 1
+    return parts
+
+
+def step_as_written(budget: dict[str, int], before: dict[str, int], amount: int) -> dict[str, int]:
+    """Bounds, held steps, and the surplus off the steps / the shortfall onto what is left."""
+    target = largest_remainder_as_written(sum(before.values()) + amount, budget)
+    lo = {p: 0 if budget[p] >= 0 else budget[p] - before[p] for p in budget}
+    hi = {p: budget[p] - before[p] if budget[p] >= 0 else 0 for p in budget}
+    step = {p: min(max(target[p] - before[p], lo[p]), hi[p]) for p in budget}
+    k = sum(step.values()) - amount
+    if k > 0:
+        less = largest_remainder_as_written(k, {p: step[p] - lo[p] for p in budget})
+        step = {p: step[p] - less[p] for p in budget}
+    elif k < 0:
+        more = largest_remainder_as_written(-k, {p: hi[p] - step[p] for p in budget})
+        step = {p: step[p] + more[p] for p in budget}
+    return step
+
+
+@FAST
+@given(allocation=any_allocations, policy=refund_policies, data=st.data())
+def test_every_step_of_a_chain_is_the_give_back_rule_as_written(allocation: Allocation, policy: RefundPolicy, data):
+    amounts = data.draw(refund_chains(allocation.gross))
+    budget = reversal_budget(allocation, policy)
+    before = dict.fromkeys(budget, 0)
+    reversals: list[Reversal] = []
+    for amount in amounts:
+        reversal = reverse(allocation, sum_reversals(reversals) if reversals else None, amount, policy)
+        target = largest_remainder_as_written(sum(before.values()) + amount, budget)
+        if any(not between_zero_and(budget[p] - before[p], target[p] - before[p]) for p in budget):
+            event("a target moved backwards: the give-back rule decided")
+        assert reversal.parts() == step_as_written(budget, before, amount), (amount, before)
+        reversals.append(reversal)
+        before = {p: before[p] + reversal.parts()[p] for p in budget}
+
+
+def test_the_non_tie_give_back_example_takes_the_rupiah_by_step_not_by_what_is_left() -> None:
+    shares = (Share(party="andi", fixed=30), Share(party="budi", fixed=6), Share(party="citra", fixed=1))
+    toy = allocate(63, [], ExplicitPolicy(shares=shares, remainder_to="dewi"), FeePolicy())
+    first = reverse(toy, None, 35)
+    second = reverse(toy, first, 3)
+    assert second.sellers == {"andi": 1, "budi": 1, "citra": 0, "dewi": 1}
+    # Weighing the surplus by what each has left (13 / 3 / 0 / 12) would take it from andi.
+    left = {p: b - first.parts()[p] for p, b in reversal_budget(toy).items() if b}
+    assert largest_remainder_as_written(1, left) == {"andi": 1, "budi": 0, "citra": 0, "dewi": 0}
+
+
+# --- refunds by line item --------------------------------------------------------------------
+
+
+@st.composite
+def line_item_chains(draw):
+    """A cart order, its policy, and its items refunded in random groups until all are back."""
+    order = draw(cart_orders())
+    assume(not order.validate())
+    units = [(index, unit) for index, item in enumerate(order.items) for unit in range(item.quantity)]
+    shuffled = draw(st.permutations(units))
+    cuts = sorted(draw(st.sets(st.integers(min_value=1, max_value=max(1, len(units) - 1)), max_size=5)))
+    groups, start = [], 0
+    for cut in [*cuts, len(units)]:
+        if cut > start:
+            group: dict[int, int] = {}
+            for index, _ in shuffled[start:cut]:
+                group[index] = group.get(index, 0) + 1
+            groups.append(group)
+            start = cut
+    return order, draw(refund_policies), groups
+
+
+# The refund policies an order gets through the API: DOKU keeps its fee and the platform absorbs it.
+API_POLICIES = (RefundPolicy(), RefundPolicy(refund_commission=False))
+
+
+@FAST
+@given(chain=line_item_chains(), policy=st.sampled_from(API_POLICIES))
+def test_line_item_refunds_take_only_from_their_sellers_and_end_exactly_at_the_line_budgets(chain, policy) -> None:
+    order, _, groups = chain
+    allocation = order.allocate()
+    budgets = line_budgets(allocation, policy)
+    assert {p: sum(b.get(p, 0) for b in budgets.values()) for p in reversal_budget(allocation, policy)} == (
+        reversal_budget(allocation, policy)
+    )
+    before: dict[int, int] = {}
+    reversals: list[Reversal] = []
+    for group in groups:
+        parts = line_item_parts(allocation, order.items, before, group, policy)
+        price = sum(order.items[i].price * q for i, q in group.items())
+        assert sum(parts.values()) == price
+        sellers_back = {order.items[i].seller_id for i in group}
+        assert all(parts[s.seller_id] == 0 for s in allocation.sellers if s.seller_id not in sellers_back)
+        reversal = reverse(allocation, sum_reversals(reversals) if reversals else None, price, policy, explicit=parts)
+        reversals.append(reversal)
+        for i, q in group.items():
+            before[i] = before.get(i, 0) + q
+    assert sum_reversals(reversals).parts() == reversal_budget(allocation, policy)
+
+
+@FAST
+@given(chain=line_item_chains())
+def test_refunding_all_of_a_sellers_items_reverses_exactly_its_line_budget(chain) -> None:
+    """Under any refund policy."""
+    order, policy, _ = chain
+    allocation = order.allocate()
+    for seller, budget in line_budgets(allocation, policy).items():
+        everything = {i: item.quantity for i, item in enumerate(order.items) if item.seller_id == seller}
+        parts = line_item_parts(allocation, order.items, {}, everything, policy)
+        assert {p: v for p, v in parts.items() if v} == {p: v for p, v in budget.items() if v}
+
+
+@FAST
+@given(chain=line_item_chains())
+def test_under_any_policy_a_line_item_refund_is_exact_or_refused_never_beyond_a_budget(chain) -> None:
+    # When DOKU refunds its fee or the sellers absorb it, a step may move a party backwards; then
+    # ``reverse`` refuses it (docs/split-rules.md §3.4) instead of booking it.
+    order, policy, groups = chain
+    allocation = order.allocate()
+    budget = reversal_budget(allocation, policy)
+    before: dict[int, int] = {}
+    reversals: list[Reversal] = []
+    for group in groups:
+        parts = line_item_parts(allocation, order.items, before, group, policy)
+        price = sum(order.items[i].price * q for i, q in group.items())
+        try:
+            reversals.append(
+                reverse(allocation, sum_reversals(reversals) if reversals else None, price, policy, explicit=parts)
+            )
+        except ReversalRejected as refused:
+            event("refused")
+            assert refused.code in ("reversal_wrong_direction", "reversal_exceeds_allocation")
+            return
+        for party, value in sum_reversals(reversals).parts().items():
+            assert between_zero_and(budget[party], value)
+        for i, q in group.items():
+            before[i] = before.get(i, 0) + q
+    assert sum_reversals(reversals).parts() == budget
+
+
+def test_the_returned_coffee_is_taken_from_the_coffee_seller_and_the_commission_on_it_only() -> None:
+    # The demo's cart: 2 batik (150 000, 5 %) and one coffee (85 000, kopi-kita's 3 %), DOKU's fee on the platform.
+    items = [
+        LineItem(name="Batik tulis", price=150_000, quantity=2, seller_id="batik-sari"),
+        LineItem(name="Kopi Gayo 250 g", price=85_000, quantity=1, seller_id="kopi-kita"),
+    ]
+    policy = CartPolicy(commission_bps=500, seller_commission_bps={"kopi-kita": 300})
+    allocation = allocate(385_000, items, policy, FeePolicy(bps=150, fixed=1_000))
+    parts = line_item_parts(allocation, items, {}, {1: 1})
+    assert parts == {"platform": 2_550, "doku_fee": 0, "batik-sari": 0, "kopi-kita": 82_450}
+    assert reverse(allocation, None, 85_000, explicit=parts).sellers == {"batik-sari": 0, "kopi-kita": 82_450}
 
 
 # --- examples in the marketplace's words -----------------------------------------------------
