@@ -547,10 +547,12 @@ IMPORTING: dict[str, Any] = {"state": "importing"}
 
 
 def finished_summary(stored: Mapping[str, Any]) -> ImportSummary | None:
-    """The summary of a report imported before (``already_imported``); None while still importing."""
+    """The summary of a report imported before (``already_imported``, nothing re-evaluated yet by
+    this import); None while still importing."""
     if stored.get("state") == IMPORTING["state"]:
         return None
-    return msgspec.structs.replace(msgspec.convert(stored, ImportSummary), already_imported=True)
+    found = msgspec.convert(stored, ImportSummary)
+    return msgspec.structs.replace(found, already_imported=True, reevaluated=0, rebooked=0)
 
 
 def report_id_for(content: bytes) -> tuple[str, bytes]:

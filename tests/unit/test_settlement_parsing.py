@@ -236,3 +236,82 @@ def test_mapping_from_spec_changes_only_what_it_names():
 def test_format_is_detected_from_the_first_byte():
     assert detect_format(b'  [{"a": 1}]') == "json"
     assert detect_format(b"\xef\xbb\xbfinvoice_number,gross") == "csv"
+
+
+TYPED = b"type,invoice_number,gross_amount,fee,net_amount,settlement_date,request_id\n"
+
+
+def test_a_refund_row_is_a_deduction_whichever_sign_it_is_written_with():
+    content = TYPED + b"REFUND,A,-85000,0,-85000,2024-05-06,rf-1\nREFUND,A,85000,1000,84000,2024-05-06,\n"
+    first, second = parse_report(content).lines
+    assert (first.kind, first.gross, first.fee, first.net, first.reference, first.problem) == (
+        "refund",
+        -85_000,
+        0,
+        -85_000,
+        "rf-1",
+        None,
+    )
+    assert (second.gross, second.fee, second.net, second.reference, second.problem) == (
+        -85_000,
+        -1_000,
+        -84_000,
+        None,
+        None,
+    )
+
+
+def test_a_deduction_with_amounts_of_both_signs_or_of_nothing_is_unreadable():
+    content = (
+        TYPED + b"REFUND,A,-85000,0,85000,2024-05-06,\nCHARGEBACK,A,0,0,0,2024-05-06,\nREFUND,,-1,0,-1,2024-05-06,\n"
+    )
+    lines = parse_report(content).lines
+    assert [line.problem for line in lines] == [INVALID_LINE, INVALID_LINE, INVALID_LINE]
+    assert "one sign" in (lines[0].detail or "") and "invoice_number" in (lines[2].detail or "")
+
+
+def test_adjustments_and_fee_corrections_are_their_signed_net_and_may_name_no_order():
+    content = (
+        TYPED
+        + b"ADJUSTMENT,,,,-2500,2024-05-06,\nADJUSTMENT,INV-9,10000,500,9500,2024-05-06,\n"
+        + b"FEE_CORRECTION,,,,775,2024-05-06,\nFEE_CORRECTION,,,-775,775,2024-05-06,\n"
+        + b"FEE_CORRECTION,,5,,775,2024-05-06,\n"
+        + b"ADJUSTMENT,,,,0,2024-05-06,\n"
+    )
+    got = [
+        (line.kind, line.invoice_number, line.gross, line.fee, line.net, line.problem)
+        for line in parse_report(content).lines
+    ]
+    assert got[:4] == [
+        ("adjustment", None, -2_500, 0, -2_500, None),
+        ("adjustment", "INV-9", 10_000, 500, 9_500, None),
+        ("fee_correction", None, 0, -775, 775, None),
+        ("fee_correction", None, 0, -775, 775, None),
+    ]
+    assert [line.problem for line in parse_report(content).lines[4:]] == [INVALID_LINE, INVALID_LINE]
+
+
+def test_a_report_without_a_type_column_is_payments_only_and_a_json_report_has_types_too():
+    (line,) = parse_report(b"invoice_number,gross_amount,fee,net_amount,settlement_date\nA,100,1,99,2024-05-06\n").lines
+    assert (line.kind, line.type_label, line.problem) == ("payment", None, None)
+    content = (
+        b'[{"type": "PAYMENT", "invoice_number": "A", "gross_amount": 100, "fee": 1, "net_amount": 99},'
+        b' {"type": "REFUND", "invoice_number": "A", "gross_amount": -10, "net_amount": -10, "request_id": 7},'
+        b' {"invoice_number": "B", "gross_amount": 5, "fee": 0, "net_amount": 5}]'
+    )
+    mapping = mapping_from_spec("settled_on=")
+    got = [(line.kind, line.reference, line.fee, line.problem) for line in parse_report(content, mapping).lines]
+    assert got == [("payment", None, 1, None), ("refund", "7", 0, None), ("unknown", None, 0, UNKNOWN_LINE_TYPE)]
+
+
+def test_type_lists_come_from_the_mapping_spec():
+    mapping = mapping_from_spec("type=Kind,refund_types=RETUR|REFUND,payment_types=SALE")
+    assert (mapping.type, mapping.refund_types, mapping.payment_types) == ("Kind", ("RETUR", "REFUND"), ("SALE",))
+    assert [mapping.kind_of(t) for t in ("sale", " Retur ", "PAYMENT", "", None)] == [
+        "payment",
+        "refund",
+        "unknown",
+        "unknown",
+        "unknown",
+    ]
+    assert mapping_from_spec("type=,reference=").type is None
