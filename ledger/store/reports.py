@@ -113,23 +113,6 @@ class ReportsTable:
         )
         return Totals(count=row["n"], amount=row["amount"])
 
-    async def settled(self, platform_id: str, first: date, last: date) -> Settled:
-        """Booked settlement lines by DOKU's settlement date (the import's WIB day when it has none)."""
-        row = await self.conn.fetchrow(
-            """
-            SELECT count(*) AS n, coalesce(sum(l.gross), 0)::bigint AS gross,
-                   coalesce(sum(l.fee), 0)::bigint AS fee, coalesce(sum(l.net), 0)::bigint AS net
-              FROM settlement_lines l
-              JOIN settlement_reports r ON r.platform_id = l.platform_id AND r.report_id = l.report_id
-             WHERE l.platform_id = $1 AND l.status = 'booked'
-               AND coalesce(l.settled_on, (r.imported_at AT TIME ZONE 'Asia/Jakarta')::date) BETWEEN $2 AND $3
-            """,
-            platform_id,
-            first,
-            last,
-        )
-        return Settled(lines=row["n"], gross=row["gross"], fee=row["fee"], net=row["net"])
-
     async def payouts(self, platform_id: str, start: datetime, end: datetime) -> tuple[Totals, Totals, Totals]:
         """Payouts pending now, and paid and failed in ``[start, end)``."""
         row = await self.conn.fetchrow(

@@ -114,14 +114,22 @@ async def test_a_refund_doku_did_not_confirm_stays_requested_and_retry_completes
 
 
 async def test_a_refund_doku_refuses_fails_and_releases_its_reservation(stack: Stack) -> None:
-    """DOKU expired the order but its late SUCCESS captured it here: DOKU refuses to refund it."""
+    """DOKU expired the order, but a late SUCCESS came and an operator captured it here: DOKU refuses
+    to refund it."""
     await stack.create_seller("lurik")
     await stack.place_order("INV-RF-NO", ITEMS)
     await stack.sandbox.expire("INV-RF-NO", client_id=CLIENT_ID)
     await stack.sandbox.drain()
     await stack.wait_for_status("INV-RF-NO", "expired")
     r = await stack.notify(notification_body("INV-RF-NO", 70_000))
-    assert r.json()["outcome"] == "captured"
+    assert r.json()["outcome"] == "conflict"
+    (conflict,) = [e for e in await stack.exceptions() if e["kind"] == "status_conflict"]
+    r = await stack.client.post(
+        f"/v1/reconciliation/exceptions/{conflict['exception_id']}/resolve",
+        json={"resolution": "captured by hand", "action": "capture"},
+    )
+    assert r.status_code == 200, r.text
+    assert (await stack.order("INV-RF-NO"))["status"] == "captured"
     books = await stack.assert_books_balance()
 
     r = await stack.client.post("/v1/orders/INV-RF-NO/refunds", json={"amount": 70_000, "reason": "batal"})

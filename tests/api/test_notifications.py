@@ -67,14 +67,17 @@ async def test_failed_or_expired_after_success_does_not_uncapture(stack: Stack) 
     for status in ("FAILED", "EXPIRED", "TIMEOUT"):
         r = await stack.notify(notification_body("INV-LATE-1", AMOUNT, status))
         assert r.status_code == 200, r.text
-        assert r.json()["outcome"] == "ignored"
+        assert r.json()["outcome"] == "conflict"  # a contradiction: kept as evidence, no money moves
     order = await stack.order("INV-LATE-1")
     assert (order["status"], order["closed_reason"]) == ("captured", None)
     assert order["refundable_amount"] == AMOUNT
     _assert_nothing_posted(books, await stack.assert_books_balance())
+    (conflict,) = await stack.exceptions()
+    assert conflict["kind"] == "status_conflict"
+    assert [e["doku_status"] for e in conflict["detail"]["evidence"]] == ["FAILED", "EXPIRED", "TIMEOUT"]
 
 
-async def test_success_after_expired_captures_because_the_money_moved(stack: Stack) -> None:
+async def test_success_after_expired_captures_only_when_an_operator_says_the_money_moved(stack: Stack) -> None:
     await stack.create_seller("tenun")
     order = await stack.place_order("INV-REVIVE-1", ITEMS)
     await stack.sandbox.expire("INV-REVIVE-1", client_id=CLIENT_ID)
@@ -86,7 +89,16 @@ async def test_success_after_expired_captures_because_the_money_moved(stack: Sta
     body = notification_body("INV-REVIVE-1", AMOUNT, "SUCCESS", original_request_id=order["doku_request_id"])
     r = await stack.notify(body)
     assert r.status_code == 200, r.text
-    assert r.json()["outcome"] == "captured"
+    assert r.json()["outcome"] == "conflict"
+    assert (await stack.order("INV-REVIVE-1"))["status"] == "expired"
+    assert set((await stack.assert_books_balance()).values()) == {0}
+
+    (conflict,) = await stack.exceptions()
+    r = await stack.client.post(
+        f"/v1/reconciliation/exceptions/{conflict['exception_id']}/resolve",
+        json={"resolution": "the customer paid late", "action": "capture"},
+    )
+    assert r.status_code == 200, r.text
     revived = await stack.order("INV-REVIVE-1")
     assert (revived["status"], revived["closed_reason"]) == ("captured", None)
     books = await stack.assert_books_balance()
