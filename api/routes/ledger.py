@@ -10,6 +10,7 @@ from litestar import Controller, get
 from litestar.params import FromPath, FromQuery
 
 from api.deps import PlatformId, ServicesDep
+from api.params import Limit, RowId, Version
 from api.routes.pages import page_size
 from ledger.model import Account, JournalEntry, Statement, TrialBalance
 
@@ -31,7 +32,7 @@ class LedgerController(Controller):
         platform_id: PlatformId,
         prefix: FromQuery[str | None] = None,
         after: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 100,
+        limit: Limit = 100,
     ) -> list[Account]:
         return await services.db.read(
             lambda uow: uow.ledger.list_accounts(platform_id, prefix=prefix, after=after, limit=page_size(limit))
@@ -58,15 +59,15 @@ class LedgerController(Controller):
         services: ServicesDep,
         platform_id: PlatformId,
         code: FromPath[str],
-        after: FromQuery[int | None] = None,
-        limit: FromQuery[int] = 100,
+        after: Version = None,
+        limit: Limit = 100,
     ) -> Statement:
         return await services.db.read(
             lambda uow: uow.ledger.statement(platform_id, code, after_version=after, limit=max(1, min(limit, 1000)))
         )
 
     @get("/entries/{entry_id:int}", summary="A journal entry with its postings")
-    async def entry(self, services: ServicesDep, platform_id: PlatformId, entry_id: FromPath[int]) -> JournalEntry:
+    async def entry(self, services: ServicesDep, platform_id: PlatformId, entry_id: RowId) -> JournalEntry:
         return await services.db.read(lambda uow: uow.ledger.get_entry(platform_id, entry_id))
 
     @get("/trial-balance", summary="Every account's balance; totals are zero when the books balance")

@@ -13,6 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from api.bodies import Strict, decode_strict
 from api.deps import HttpRequest, KeyedDep, PlatformId, ServicesDep
 from api.idempotency import REQUIRED, answer
+from api.params import Limit, RowId, Version
 from api.problems import ApiError
 from api.routes.pages import decode_cursor, page_size, split_page
 from api.schemas import PayoutConfirmIn, PayoutFailIn, PayoutIn, SettlementImportIn, payout_draft
@@ -76,8 +77,8 @@ class SellerMoneyController(Controller):
         platform_id: PlatformId,
         seller_id: FromPath[str],
         account: FromQuery[Literal["all", "pending", "available", "debt"]] = "all",
-        after: FromQuery[int | None] = None,
-        limit: FromQuery[int] = 100,
+        after: Version = None,
+        limit: Limit = 100,
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
         format: FromQuery[Literal["json", "csv"]] = "json",
@@ -147,7 +148,7 @@ class PayoutController(Controller):
         seller_id: FromQuery[str | None] = None,
         status: FromQuery[str | None] = None,
         cursor: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 50,
+        limit: Limit = 50,
     ) -> PayoutPage:
         limit = page_size(limit)
         found = await payouts.list_payouts(
@@ -225,7 +226,10 @@ class SettlementController(Controller):
     tags = ["settlement"]
 
     @post(
-        "/", summary="Import a DOKU settlement report: text/csv body, or JSON {csv | lines, mapping}", status_code=200
+        "/",
+        summary="Import a DOKU settlement report: text/csv body, or JSON {csv | lines, mapping}",
+        status_code=200,
+        opt={"body_media_types": ("application/json", "text/csv")},
     )
     async def import_report(
         self, request: HttpRequest, services: ServicesDep, platform_id: PlatformId, keyed: KeyedDep
@@ -304,7 +308,7 @@ class ReconciliationController(Controller):
         services: ServicesDep,
         platform_id: PlatformId,
         open_only: FromQuery[bool] = True,
-        limit: FromQuery[int] = 100,
+        limit: Limit = 100,
     ) -> list[ReconciliationException]:
         return await exceptions.list_exceptions(
             services.db, platform_id, open_only=open_only, limit=max(1, min(limit, 1000))
@@ -323,7 +327,7 @@ class ReconciliationController(Controller):
         services: ServicesDep,
         platform_id: PlatformId,
         keyed: KeyedDep,
-        exception_id: FromPath[int],
+        exception_id: RowId,
         data: JSONBody[ResolveIn],
     ) -> Response[ReconciliationException]:
         return await answer(
