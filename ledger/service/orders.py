@@ -15,7 +15,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from ledger import errors, split
-from ledger.orders import CaptureRequest, Order, OrderDraft, freeze_policy, named_sellers
+from ledger.orders import (
+    INVOICE_NUMBER_RULE,
+    CaptureRequest,
+    Order,
+    OrderDraft,
+    freeze_policy,
+    is_addressable_invoice_number,
+    named_sellers,
+)
 from ledger.service.capture import CaptureBatcher
 from ledger.service.gateway import Delivered, Outcome, PaymentGateway, Refused, Unreachable
 from ledger.service.idempotency import Keyed
@@ -27,6 +35,8 @@ SEND_STATUSES = ("created", "send_failed")
 
 
 async def create_order(db: Database, doku: PaymentGateway, keyed: Keyed, platform_id: str, draft: OrderDraft) -> Order:
+    if not is_addressable_invoice_number(draft.invoice_number):
+        raise errors.InvalidInvoiceNumber(f"invoice numbers are {INVOICE_NUMBER_RULE}")
     request_id = keyed.derive("pay", 24)
 
     async def create(uow: UnitOfWork) -> None:

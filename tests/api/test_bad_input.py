@@ -127,7 +127,7 @@ async def test_bad_orders_are_refused_with_their_code_and_change_nothing(stack: 
             422,
             "invalid_request",
         ),
-        (order_body("", [("Kain", 50_000, 1, "songket")]), 422, "invalid_request"),
+        (order_body("", [("Kain", 50_000, 1, "songket")]), 422, "invalid_invoice_number"),
         ({**order_body("INV-BAD-8", [("Kain", 50_000, 1, "songket")]), "line_items": []}, 422, "invalid_request"),
         ({**order_body("INV-BAD-9", [("Kain", 50_000, 1, "songket")]), "amount": 60_000}, 422, "split_invalid"),
         (
