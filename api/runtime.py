@@ -15,6 +15,7 @@ from ledger.service import orders
 from ledger.service import settlement as settlement_service
 from ledger.settlement_report import mapping_from_spec
 from ledger.store.database import UnitOfWork
+from ledger.store.sealing import Keyring
 
 log = logging.getLogger("splitledger.runtime")
 
@@ -73,9 +74,9 @@ def start_background(services: Services) -> None:
     services.probe.start()
 
 
-async def run_status_check_once(url: str, *, older_than_s: int | None = None) -> int:
+async def run_status_check_once(url: str, *, older_than_s: int | None = None, keyring: Keyring | None = None) -> int:
     settings = load_settings()
-    services = await open_services(settings, url)
+    services = await open_services(settings, url, keyring=keyring)
     try:
         return await check_stale_orders(
             services, settings.status_check_after_s if older_than_s is None else older_than_s

@@ -21,6 +21,7 @@ from ledger.service.idempotency import Answer, Keyed
 from ledger.service.platforms import ApiKeyVerifier
 from ledger.store import Database, LedgerStore
 from ledger.store.database import create_pool
+from ledger.store.sealing import Keyring
 
 log = logging.getLogger("splitledger.services")
 
@@ -76,10 +77,16 @@ def _no_answer(_: object) -> Answer:
 
 
 async def open_services(
-    settings: Settings, url: str, *, transport: httpx.AsyncBaseTransport | None = None, faults: Faults | None = None
+    settings: Settings,
+    url: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    faults: Faults | None = None,
+    keyring: Keyring | None = None,
 ) -> Services:
+    """The service's parts; ``keyring`` opens DOKU secrets (without one, reading a gateway fails)."""
     pool = await create_pool(url, min_size=settings.pool_min, max_size=settings.pool_max)
-    db = Database(pool, acquire_timeout_s=settings.db_acquire_timeout_s)
+    db = Database(pool, acquire_timeout_s=settings.db_acquire_timeout_s, keyring=keyring)
     doku = DokuGateway(settings, transport=transport)
     services = Services(
         settings=settings,

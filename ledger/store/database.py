@@ -35,6 +35,7 @@ from ledger.store.payouts import PayoutsTable
 from ledger.store.platforms import PlatformsTable
 from ledger.store.refunds import RefundsTable
 from ledger.store.reports import ReportsTable
+from ledger.store.sealing import Keyring
 from ledger.store.sellers import SellersTable
 from ledger.store.settlements import SettlementsTable
 
@@ -47,9 +48,10 @@ Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 class UnitOfWork:
     """The tables of one transaction (or of one connection, for reads)."""
 
-    def __init__(self, conn: asyncpg.Connection, ledger: LedgerStore) -> None:
+    def __init__(self, conn: asyncpg.Connection, ledger: LedgerStore, keyring: Keyring | None = None) -> None:
         self.conn = conn
         self._ledger = ledger
+        self._keyring = keyring
 
     @cached_property
     def ledger(self) -> BoundLedger:
@@ -85,7 +87,7 @@ class UnitOfWork:
 
     @cached_property
     def gateways(self) -> GatewaysTable:
-        return GatewaysTable(self.conn)
+        return GatewaysTable(self.conn, self._keyring)
 
     @cached_property
     def platforms(self) -> PlatformsTable:
@@ -101,11 +103,12 @@ class UnitOfWork:
 
 
 class Database:
-    """The pool, and the only way to run SQL on it."""
+    """The pool, and the only way to run SQL on it; ``keyring`` seals and opens DOKU secrets."""
 
-    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout_s: float = 2.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout_s: float = 2.0, keyring: Keyring | None = None) -> None:
         self.pool = pool
         self.acquire_timeout_s = acquire_timeout_s
+        self.keyring = keyring
         self.ledger = LedgerStore(pool, database=self)
 
     @asynccontextmanager
@@ -131,7 +134,7 @@ class Database:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with self._acquire() as conn, conn.transaction(isolation=isolation, readonly=readonly):
-                    return await work(UnitOfWork(conn, self.ledger))
+                    return await work(UnitOfWork(conn, self.ledger, self.keyring))
             except TRANSIENT:
                 if attempt == MAX_ATTEMPTS:
                     raise errors.StoreUnavailable("gave up after repeated transaction conflicts") from None
@@ -141,7 +144,7 @@ class Database:
     async def read(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         """Run ``await work(uow)`` on one connection without an explicit transaction (reads)."""
         async with self._acquire() as conn:
-            return await work(UnitOfWork(conn, self.ledger))
+            return await work(UnitOfWork(conn, self.ledger, self.keyring))
 
     async def ping(self) -> float:
         """Round trip to the database in seconds; ``StoreUnavailable`` when it cannot be reached."""
