@@ -14,10 +14,13 @@ from collections.abc import Sequence
 
 from api.database import EmbeddedPostgres, resolve_database_url
 from api.demo import run_demo
+from api.keyring import generate_key, key_file_environment, key_file_of, load_keyring, read_key_file, write_key_file
 from api.runtime import import_settlement_file, run_status_check_once
+from api.settings import load_settings
 from jenius.sandbox import build_arg_parser as sandbox_arguments
 from jenius.sandbox import run_from_args
-from ledger.service.gateways import configure_gateway
+from ledger import errors
+from ledger.service.gateways import configure_gateway, reseal_secrets
 from ledger.service.platforms import create_platform
 from ledger.store import Database
 from ledger.store.database import create_pool
@@ -46,17 +49,18 @@ def cmd_platforms_create(args: argparse.Namespace) -> int:
 
     async def run() -> tuple[str, str]:
         await migrate_url(url)
+        settings = load_settings()
         pool = await create_pool(url, min_size=1, max_size=2)
-        db = Database(pool)
+        db = Database(pool, keyring=load_keyring(settings, embedded) if args.doku_client_id else None)
         try:
             platform_id, key = await create_platform(db, args.name, args.id)
             if args.doku_client_id:
-                settings = GatewaySettings(
+                gateway = GatewaySettings(
                     client_id=args.doku_client_id,
                     secret_key=args.doku_secret_key or "",
                     base_url=args.doku_base_url,
                 )
-                await configure_gateway(db, platform_id, settings)
+                await configure_gateway(db, platform_id, gateway, allow_loopback_http=settings.doku_allow_loopback_http)
             return platform_id, key
         finally:
             await pool.close()
@@ -75,6 +79,7 @@ def cmd_platforms_create(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     url, embedded = _with_database(args)
     os.environ["DATABASE_URL"] = url  # workers inherit the one server this process started
+    os.environ.update(key_file_environment(embedded))  # and the key file beside its data directory
     if args.no_migrate:
         os.environ["SPLITLEDGER_AUTO_MIGRATE"] = "false"
     else:
@@ -125,7 +130,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_status_check(args: argparse.Namespace) -> int:
     url, embedded = _with_database(args)
     try:
-        checked = asyncio.run(run_status_check_once(url, older_than_s=args.older_than))
+        keyring = load_keyring(load_settings(), embedded)
+        checked = asyncio.run(run_status_check_once(url, older_than_s=args.older_than, keyring=keyring))
         print(f"checked {checked} pending order(s)")
     finally:
         if embedded is not None:
@@ -143,6 +149,45 @@ def cmd_import_settlement(args: argparse.Namespace) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+    return 0
+
+
+def cmd_rotate_secrets_key(args: argparse.Namespace) -> int:
+    """Re-seal every DOKU Secret Key under the first key. With a key file (the embedded default, or
+    SPLITLEDGER_SECRETS_KEY_FILE) a new key is made and becomes the file's first line; with
+    SPLITLEDGER_SECRETS_KEY="NEW,OLD" the first key given is the new one."""
+    url, embedded = _with_database(args)
+    settings = load_settings()
+
+    async def run() -> int:
+        keyring = load_keyring(settings, embedded)
+        pool = await create_pool(url, min_size=1, max_size=2)
+        try:
+            return await reseal_secrets(Database(pool, keyring=keyring))
+        finally:
+            await pool.close()
+
+    try:
+        asyncio.run(migrate_url(url))
+        path = key_file_of(settings, embedded)
+        if path is not None:
+            old = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            read_key_file(path)  # refuses a file others can read
+            new = generate_key()
+            write_key_file(path, [new, *old])  # the old keys still open what is not yet re-sealed
+            count = asyncio.run(run())
+            write_key_file(path, [new])
+            where = f"key file {path}"
+        else:
+            count = asyncio.run(run())
+            where = "the first key of SPLITLEDGER_SECRETS_KEY (drop the others once every process has it)"
+    except errors.LedgerError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    print(f"re-sealed {count} DOKU secret key(s) under {where}")
     return 0
 
 
@@ -192,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--quiet", action="store_true")
     imp.add_argument("file")
     imp.set_defaults(func=cmd_import_settlement)
+
+    rotate = sub.add_parser("rotate-secrets-key", help="re-encrypt the stored DOKU secret keys under a new key")
+    rotate.set_defaults(func=cmd_rotate_secrets_key)
     return parser
 
 

@@ -21,6 +21,7 @@ import httpx
 
 from api.app import create_app
 from api.database import resolve_database_url
+from api.keyring import key_file_environment
 from api.serving import serve_app
 from api.settings import load_settings
 from jenius.sandbox import Sandbox, SandboxMerchant, serve_sandbox
@@ -287,6 +288,9 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
             settings = load_settings(
                 database_url=url,
                 doku_base_url=sandbox_url,
+                doku_allow_loopback_http=True,  # the simulated DOKU is plain http on loopback
+                # the embedded database's key file (made on first use), unless a key is configured
+                secrets_key_file=key_file_environment(embedded).get("SPLITLEDGER_SECRETS_KEY_FILE"),
                 log_json=False,
                 auto_migrate=False,
                 status_check_enabled=False,

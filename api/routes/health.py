@@ -1,15 +1,18 @@
-"""Liveness and readiness: is the database reachable (and DOKU, when configured)?"""
+"""Liveness and readiness: is the database reachable (and DOKU, when configured)? And the metrics,
+for whoever holds the metrics token."""
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.datastructures import State
 
 from api.metrics import METRICS
-from api.problems import RETRY_AFTER_S
+from api.problems import RETRY_AFTER_S, ApiError
 from api.services import Services
+from api.settings import Settings
 from ledger import errors
 
 
@@ -33,6 +36,18 @@ async def health(state: State) -> Response[dict[str, Any]]:
     return Response(report, status_code=503, headers={"Retry-After": RETRY_AFTER_S})
 
 
-@get("/metrics", tags=["operations"], summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
-async def metrics() -> str:
+@get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics (Authorization: Bearer <SPLITLEDGER_METRICS_TOKEN>)",
+    media_type="text/plain; version=0.0.4",
+    security=[{"metricsToken": []}],
+)
+async def metrics(request: Request[Any, Any, Any], state: State) -> str:
+    settings: Settings = state.settings
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    expected = settings.metrics_token.encode()
+    given = token.strip().encode("utf-8", "surrogateescape")
+    if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
+        raise ApiError("unauthorized", "/metrics needs Authorization: Bearer <SPLITLEDGER_METRICS_TOKEN>")
     return METRICS.render()

@@ -15,6 +15,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from api.bodies import Strict
 from api.deps import HttpRequest, KeyedDep, PlatformId, ServicesDep
 from api.idempotency import REQUIRED, answer
+from api.params import Limit
 from api.routes.pages import decode_cursor, page_size, split_page
 from api.schemas import (
     GatewayIn,
@@ -53,7 +54,14 @@ class PlatformController(Controller):
     async def put_gateway(
         self, services: ServicesDep, platform_id: PlatformId, data: JSONBody[GatewayIn]
     ) -> GatewayView:
-        return _view(await gateways.configure_gateway(services.db, platform_id, gateway_settings(data)))
+        return _view(
+            await gateways.configure_gateway(
+                services.db,
+                platform_id,
+                gateway_settings(data),
+                allow_loopback_http=services.settings.doku_allow_loopback_http,
+            )
+        )
 
     @get("/gateway", summary="The platform's DOKU settings (the secret is never shown)")
     async def get_gateway(self, services: ServicesDep, platform_id: PlatformId) -> GatewayView:
@@ -89,7 +97,7 @@ class SellerController(Controller):
         services: ServicesDep,
         platform_id: PlatformId,
         after: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 100,
+        limit: Limit = 100,
     ) -> list[Seller]:
         return await sellers.list_sellers(services.db, platform_id, after=after, limit=page_size(limit))
 
@@ -134,7 +142,7 @@ class OrderController(Controller):
         created_from: FromQuery[datetime | None] = None,
         created_to: FromQuery[datetime | None] = None,
         cursor: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 50,
+        limit: Limit = 50,
     ) -> OrderPage:
         limit = page_size(limit)
         found = await orders.list_orders(
