@@ -135,12 +135,15 @@ def choose_server(
 
 
 def pid_alive(pid: int) -> bool:
+    """Is ``pid`` a live process (a zombie that exited but was not reaped yet is not)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # alive, someone else's
+        pass  # alive, someone else's
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
 
 
