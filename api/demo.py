@@ -356,7 +356,13 @@ async def _run_demo(*, port: int, sandbox_port: int, keep_running: bool, env_fil
                 if keep_running:
                     await keep_serving(
                         env_file,
-                        {"API": base_url, "KEY": api_key, "SANDBOX": sandbox_url, "CLIENT_ID": client_id},
+                        {
+                            "API": base_url,
+                            "KEY": api_key,
+                            "SANDBOX": sandbox_url,
+                            "CLIENT_ID": client_id,
+                            "PLATFORM": platform_id,
+                        },
                     )
                 await sandbox.aclose()
         return 0 if clean else 1

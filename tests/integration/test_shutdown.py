@@ -111,7 +111,7 @@ def test_sigterm_to_tasks_py_alone_stops_the_service_the_sandbox_and_postgres(tm
         start_new_session=True,  # the signal reaches tasks.py only, not the demo it started
     )
     try:
-        out = read_until(proc, "export CLIENT_ID=", timeout_s=300)
+        out = read_until(proc, "export PLATFORM=", timeout_s=300)
         api = re.search(r"export API=(\S+)", out)
         sandbox = re.search(r"export SANDBOX=(\S+)", out)
         assert api and sandbox, out
