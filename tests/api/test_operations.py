@@ -188,7 +188,7 @@ async def test_seller_statement_json_and_csv_agree_and_run_to_payable(stack: Sta
     paged = (await stack.client.get("/v1/sellers/kasongan/statement", params={"limit": 2})).json()
     assert [x["posting_id"] for x in paged["lines"]] == [x["posting_id"] for x in lines[:2]]
     rest = (
-        await stack.client.get("/v1/sellers/kasongan/statement", params={"limit": 10, "after": paged["next_cursor"]})
+        await stack.client.get("/v1/sellers/kasongan/statement", params={"limit": 10, "cursor": paged["next_cursor"]})
     ).json()
     assert [x["posting_id"] for x in paged["lines"] + rest["lines"]] == [x["posting_id"] for x in lines]
 
