@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import Any
 
 import asyncpg
@@ -19,7 +21,6 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api import problems
@@ -27,6 +28,7 @@ from api.database import EmbeddedPostgres, resolve_database_url
 from api.deps import APP_DEPENDENCIES, V1_DEPENDENCIES
 from api.logs import configure_logging
 from api.middleware import RequestContextMiddleware
+from api.openapi import OfflineSwagger, TruthfulJson, docs_assets
 from api.routes.routers import public_handlers, v1_handlers
 from api.runtime import start_background
 from api.services import close_services, open_services
@@ -35,6 +37,13 @@ from ledger.service.faults import Faults
 from migrations.runner import migrate
 
 log = logging.getLogger("splitledger.app")
+
+
+def splitledger_version() -> str:
+    try:
+        return package_version("splitledger")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def create_app(
@@ -78,21 +87,21 @@ def create_app(
     exception_handlers[Exception] = problems.handle_unexpected
     configure_logging(settings.log_json)
     return Litestar(
-        route_handlers=[v1, *public_handlers(settings)],
+        route_handlers=[v1, *public_handlers(settings), docs_assets()],
         lifespan=[lifespan],
         middleware=[DefineMiddleware(RequestContextMiddleware)],
         exception_handlers=exception_handlers,
         dependencies=APP_DEPENDENCIES,
         openapi_config=OpenAPIConfig(
             title="splitledger",
-            version="0.1.0",
+            version=splitledger_version(),
             description=(
                 "Split-settlement ledger for marketplaces paid through DOKU Jenius Pay. "
                 "Authenticate with `Authorization: Bearer <api key>`; errors are RFC 9457 problem+json "
                 "with a stable `code`. Money-moving POSTs (refunds, payouts) require an `Idempotency-Key`."
             ),
             path="/docs",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            render_plugins=[OfflineSwagger(), TruthfulJson()],
             components=Components(
                 security_schemes={
                     "apiKey": SecurityScheme(type="http", scheme="bearer", description="Platform API key")
