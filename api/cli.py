@@ -11,12 +11,20 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
 
 from api.database import EmbeddedPostgres, resolve_database_url
 from api.demo import run_demo
 from api.runtime import import_settlement_file, run_status_check_once
+from api.sealing import load_signer
+from api.settings import load_settings
 from jenius.sandbox import build_arg_parser as sandbox_arguments
 from jenius.sandbox import run_from_args
+from ledger import errors
+from ledger.chain import Checkpoint, Finding
+from ledger.service import sealer
 from ledger.service.gateways import configure_gateway
 from ledger.service.platforms import create_platform
 from ledger.store import Database
@@ -146,6 +154,99 @@ def cmd_import_settlement(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_checkpoints(path: str | None) -> list[Checkpoint]:
+    if not path:
+        return []
+    raw = Path(path).read_bytes()
+    decoded = msgspec.json.decode(raw)
+    return msgspec.convert(decoded if isinstance(decoded, list) else [decoded], list[Checkpoint])
+
+
+async def _verify(url: str, args: argparse.Namespace) -> int:
+    checkpoints = _read_checkpoints(args.checkpoint)
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
+        db = Database(pool)
+        signer = load_signer(load_settings())
+        findings: list[Finding] = []
+        counted: dict[str, int] = {}
+        given: list[Checkpoint | None] = [*checkpoints] or [None]
+        for checkpoint in given:
+            found, counted = await sealer.verify(
+                db,
+                signer,
+                platform_id=args.platform or (checkpoint.platform_id if checkpoint else None),
+                since_block=args.since,
+                checkpoint=checkpoint,
+            )
+            findings += [f for f in found if f not in findings]
+    finally:
+        await pool.close()
+    for f in findings:
+        where = "".join(
+            f" {label} {value}"
+            for label, value in (("block", f.block_no), ("entry", f.entry_id), ("account", f.account_id))
+            if value is not None
+        )
+        print(f"{f.kind}: platform {f.platform_id}{where}: {f.detail}")
+    summary = (
+        f"{counted.get('platforms', 0)} platform(s), {counted.get('entries', 0)} entries, "
+        f"{counted.get('postings', 0)} postings, {counted.get('blocks', 0)} blocks"
+    )
+    if findings:
+        print(f"TAMPERED: {len(findings)} finding(s) in {summary}")
+        return 1
+    print(
+        f"verified: {summary}; every hash, block, signature, running balance and the trial balance hold"
+        + (f"; {len(checkpoints)} checkpoint(s) match" if checkpoints else "")
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    url, embedded = _with_database(args)
+    try:
+        return asyncio.run(_verify(url, args))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _export(url: str, platform: str | None) -> bytes:
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
+        db = Database(pool)
+        signer = load_signer(load_settings())
+        await sealer.Sealer(db, signer).seal_once()  # what is posted now is in the checkpoint
+        if platform:
+            return msgspec.json.encode(await sealer.latest_checkpoint(db, signer, platform))
+        ids = await db.read(lambda uow: uow.chain.platform_ids())
+        found = []
+        for pid in ids:
+            try:
+                found.append(await sealer.latest_checkpoint(db, signer, pid))
+            except errors.NotSealedYet:
+                continue
+        return msgspec.json.encode(found)
+    finally:
+        await pool.close()
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    url, embedded = _with_database(args)
+    try:
+        exported = asyncio.run(_export(url, args.platform))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    if args.out:
+        Path(args.out).write_bytes(exported + b"\n")
+        print(f"checkpoint written to {args.out}")
+    else:
+        sys.stdout.write(exported.decode() + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="splitledger", description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", help="PostgreSQL URL (default: $DATABASE_URL, else embedded)")
@@ -192,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--quiet", action="store_true")
     imp.add_argument("file")
     imp.set_defaults(func=cmd_import_settlement)
+    verify = sub.add_parser("verify", help="recompute every hash, block and balance; exit 1 when tampered")
+    verify.add_argument("--platform", help="only this platform (default: all)")
+    verify.add_argument("--since", type=int, default=1, metavar="BLOCK", help="start at this block")
+    verify.add_argument("--checkpoint", metavar="FILE", help="an exported checkpoint to check the database against")
+    verify.set_defaults(func=cmd_verify)
+
+    checkpoint = sub.add_parser("checkpoint", help="seal what is posted and export the latest signed checkpoint")
+    checkpoint.add_argument("--export", action="store_true", help="write the checkpoint (the default action)")
+    checkpoint.add_argument("--platform", help="one platform (default: every platform, as a JSON list)")
+    checkpoint.add_argument("--out", metavar="FILE", help="file to write (default: standard output)")
+    checkpoint.set_defaults(func=cmd_checkpoint)
     return parser
 
 
