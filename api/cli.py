@@ -21,10 +21,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 import click
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -32,9 +34,14 @@ from rich.table import Table
 from api.database import EmbeddedPostgres, EmbeddedUnavailable, resolve_database_url
 from api.demo import run_demo, rupiah
 from api.runtime import PlatformNotFound, import_settlement_file, run_status_check_once
+from api.sealing import load_signer
+from api.settings import load_settings
 from jenius.sandbox import parse_merchant, run_sandbox
 from jenius.sandbox_notify import DOKU_RETRY_SCHEDULE_S
+from ledger import errors
+from ledger.chain import Checkpoint, Finding
 from ledger.errors import LedgerError
+from ledger.service import sealer
 from ledger.service.gateways import configure_gateway
 from ledger.service.platforms import create_platform
 from ledger.settlement import ImportSummary
@@ -459,6 +466,108 @@ def summary_table(summary: ImportSummary) -> Table:
     for kind, count in sorted(summary.exceptions.items()):
         table.add_row(f"exception: {kind}", str(count), "")
     return table
+
+
+# -- tamper evidence ------------------------------------------------------------------------
+
+
+def _read_checkpoints(path: str | None) -> list[Checkpoint]:
+    if not path:
+        return []
+    try:
+        decoded = msgspec.json.decode(Path(path).read_bytes())
+        return msgspec.convert(decoded if isinstance(decoded, list) else [decoded], list[Checkpoint])
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        fail(f"cannot read the checkpoint {path}: {exc}", "pass a file written by `splitledger checkpoint --export`")
+
+
+async def _verify(url: str, platform: str | None, since: int, checkpoints: list[Checkpoint]) -> int:
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
+        db = Database(pool)
+        signer = load_signer(load_settings())
+        findings: list[Finding] = []
+        counted: dict[str, int] = {}
+        given: list[Checkpoint | None] = [*checkpoints] or [None]
+        for checkpoint in given:
+            found, counted = await sealer.verify(
+                db,
+                signer,
+                platform_id=platform or (checkpoint.platform_id if checkpoint else None),
+                since_block=since,
+                checkpoint=checkpoint,
+            )
+            findings += [f for f in found if f not in findings]
+    finally:
+        await pool.close()
+    for f in findings:
+        where = "".join(
+            f" {label} {value}"
+            for label, value in (("block", f.block_no), ("entry", f.entry_id), ("account", f.account_id))
+            if value is not None
+        )
+        print(f"{f.kind}: platform {f.platform_id}{where}: {f.detail}")
+    summary = (
+        f"{counted.get('platforms', 0)} platform(s), {counted.get('entries', 0)} entries, "
+        f"{counted.get('postings', 0)} postings, {counted.get('blocks', 0)} blocks"
+    )
+    if findings:
+        print(f"TAMPERED: {len(findings)} finding(s) in {summary}")
+        return 1
+    print(
+        f"verified: {summary}; every hash, block, signature, running balance and the trial balance hold"
+        + (f"; {len(checkpoints)} checkpoint(s) match" if checkpoints else "")
+    )
+    return 0
+
+
+@cli.command()
+@click.option("--platform", help="only this platform (default: all)")
+@click.option("--since", type=int, default=1, metavar="BLOCK", help="start at this block")
+@click.option("--checkpoint", metavar="FILE", help="an exported checkpoint to check the database against")
+@click.pass_obj
+def verify(run: Run, platform: str | None, since: int, checkpoint: str | None) -> int:
+    """Recompute every hash, block and balance; exit 1 when anything was tampered with."""
+    checkpoints = _read_checkpoints(checkpoint)
+    with database(run) as url:
+        code: int = run_async(lambda: _verify(url, platform, since, checkpoints))
+    return code
+
+
+async def _export(url: str, platform: str | None) -> bytes:
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
+        db = Database(pool)
+        signer = load_signer(load_settings())
+        await sealer.Sealer(db, signer).seal_once()  # what is posted now is in the checkpoint
+        if platform:
+            return msgspec.json.encode(await sealer.latest_checkpoint(db, signer, platform))
+        found = []
+        for pid in await db.read(lambda uow: uow.chain.platform_ids()):
+            try:
+                found.append(await sealer.latest_checkpoint(db, signer, pid))
+            except errors.NotSealedYet:
+                continue
+        return msgspec.json.encode(found)
+    finally:
+        await pool.close()
+
+
+@cli.command()
+@click.option("--export", "export_", is_flag=True, help="write the checkpoint (the default action)")
+@click.option("--platform", help="one platform (default: every platform, as a JSON list)")
+@click.option("--out", metavar="FILE", help="file to write (default: standard output)")
+@click.pass_obj
+def checkpoint(run: Run, export_: bool, platform: str | None, out: str | None) -> int:
+    """Seal what is posted and export the latest signed checkpoint, to keep outside the database."""
+    with database(run) as url:
+        exported: bytes = run_async(lambda: _export(url, platform))
+    if out:
+        Path(out).write_bytes(exported + b"\n")
+        print(f"checkpoint written to {out}")
+    else:
+        sys.stdout.write(exported.decode() + "\n")
+    return 0
 
 
 # -- the entry point ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ class Metrics:
         self.latency_buckets: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
         self.latency_sum: dict[tuple[str, str], float] = defaultdict(float)
         self.events: dict[tuple[str, str], int] = defaultdict(int)
+        self.gauges: dict[str, float] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests[(method, route, str(status))] += 1
@@ -29,6 +30,10 @@ class Metrics:
     def count(self, name: str, outcome: str, n: int = 1) -> None:
         """Domain events: captures, notification outcomes, reconciliation exceptions, …"""
         self.events[(name, outcome)] += n
+
+    def gauge(self, name: str, value: float) -> None:
+        """A value that goes up and down (sealer lag, queue depth)."""
+        self.gauges[name] = value
 
     def render(self) -> str:
         out = [
@@ -57,6 +62,9 @@ class Metrics:
             for (event, outcome), n in sorted(self.events.items()):
                 if event == name:
                     out.append(f'splitledger_{name}_total{{outcome="{outcome}"}} {n}')
+        for name, value in sorted(self.gauges.items()):
+            out.append(f"# TYPE splitledger_{name} gauge")
+            out.append(f"splitledger_{name} {value}")
         return "\n".join(out) + "\n"
 
 

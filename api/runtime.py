@@ -71,6 +71,8 @@ def start_background(services: Services) -> None:
             ),
             "key-pruner",
         )
+    if settings.sealer_interval_s > 0:
+        services.background.spawn(services.sealer.run, "sealer")
     services.probe.start()
 
 

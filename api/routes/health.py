@@ -11,6 +11,7 @@ from api.metrics import METRICS
 from api.problems import RETRY_AFTER_S
 from api.services import Services
 from ledger import errors
+from ledger.service.sealer import sealer_lag
 
 
 @get("/health", tags=["operations"], summary="Database (and DOKU) reachability")
@@ -29,6 +30,14 @@ async def health(state: State) -> Response[dict[str, Any]]:
     if not report["doku"].get("ok", False) and report["status"] == "ok":
         report["status"] = "degraded"
     if report["database"]["ok"]:
+        lag = services.sealer.lag or await sealer_lag(services.db)
+        report["sealer"] = {
+            "running": services.settings.sealer_interval_s > 0,
+            "unsealed_entries": lag.unsealed_entries,
+            "seconds_behind": lag.seconds_behind,
+        }
+        METRICS.gauge("sealer_unsealed_entries", lag.unsealed_entries)
+        METRICS.gauge("sealer_seconds_behind", lag.seconds_behind)
         return Response(report, status_code=200)
     return Response(report, status_code=503, headers={"Retry-After": RETRY_AFTER_S})
 
