@@ -27,6 +27,7 @@ from api import problems
 from api.database import EmbeddedPostgres, resolve_database_url
 from api.deps import APP_DEPENDENCIES, V1_DEPENDENCIES
 from api.logs import configure_logging
+from api.metrics import configure_metrics, worker_exited
 from api.middleware import RequestContextMiddleware
 from api.openapi import OfflineSwagger, TruthfulJson, docs_assets
 from api.routes.routers import public_handlers, v1_handlers
@@ -73,6 +74,7 @@ def create_app(
             yield
         finally:
             await close_services(services)
+            worker_exited()
             if isinstance(embedded, EmbeddedPostgres):
                 embedded.stop()
 
@@ -86,6 +88,7 @@ def create_app(
     exception_handlers[HTTPException] = problems.handle_http_exception
     exception_handlers[Exception] = problems.handle_unexpected
     configure_logging(settings.log_json)
+    configure_metrics()
     return Litestar(
         route_handlers=[v1, *public_handlers(settings), docs_assets()],
         lifespan=[lifespan],

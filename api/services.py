@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from api.doku import DokuGateway
+from api.metrics import METRICS
 from api.probe import DokuProbe
 from api.sealing import load_signer
 from api.settings import Settings
@@ -91,7 +92,7 @@ async def open_services(
         db=db,
         verifier=ApiKeyVerifier(db),
         doku=doku,
-        batcher=CaptureBatcher(db),
+        batcher=CaptureBatcher(db, observe=METRICS.observe_batch),
         probe=DokuProbe(doku.base_urls, interval_s=settings.doku_probe_interval_s),
         faults=faults or Faults.from_spec(settings.faults, settings.fault_mode),
         signer=signer,

@@ -42,6 +42,13 @@ async def health(state: State) -> Response[dict[str, Any]]:
     return Response(report, status_code=503, headers={"Retry-After": RETRY_AFTER_S})
 
 
-@get("/metrics", tags=["operations"], summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
-async def metrics() -> str:
+@get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics of the whole service (every worker)",
+    media_type="text/plain; version=0.0.4",
+)
+async def metrics(state: State) -> str:
+    services: Services = state.services
+    METRICS.gauge("capture_queue_depth", services.batcher.depth())
     return METRICS.render()

@@ -14,8 +14,8 @@ ITEMS = [("Gerabah", 40_000, 1, "kasongan")]
 
 
 def _counter(metrics: str, name: str, outcome: str) -> int:
-    match = re.search(rf'^splitledger_{name}_total\{{outcome="{outcome}"\}} (\d+)$', metrics, re.M)
-    return int(match.group(1)) if match else 0
+    match = re.search(rf'^splitledger_{name}_total\{{outcome="{outcome}"\}} ([0-9.e+]+)$', metrics, re.M)
+    return int(float(match.group(1))) if match else 0
 
 
 async def test_health_answers_without_a_key_and_reports_the_database(stack: Stack) -> None:
