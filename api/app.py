@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import Any
 
 import asyncpg
@@ -19,7 +21,6 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api import problems
@@ -29,7 +30,9 @@ from api.deps import APP_DEPENDENCIES, V1_DEPENDENCIES
 from api.guards import Limits, guard
 from api.keyring import load_keyring
 from api.logs import configure_logging
+from api.metrics import configure_metrics, worker_exited
 from api.middleware import RequestContextMiddleware
+from api.openapi import OfflineSwagger, TruthfulJson, docs_assets
 from api.routes.routers import public_handlers, v1_handlers
 from api.runtime import start_background
 from api.services import close_services, open_services
@@ -40,6 +43,13 @@ from ledger.service.gateways import seal_secrets
 from migrations.runner import migrate
 
 log = logging.getLogger("splitledger.app")
+
+
+def splitledger_version() -> str:
+    try:
+        return package_version("splitledger")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def create_app(
@@ -79,6 +89,7 @@ def create_app(
             yield
         finally:
             await close_services(services)
+            worker_exited()
             if isinstance(embedded, EmbeddedPostgres):
                 embedded.stop()
 
@@ -92,8 +103,9 @@ def create_app(
     exception_handlers[HTTPException] = problems.handle_http_exception
     exception_handlers[Exception] = problems.handle_unexpected
     configure_logging(settings.log_json)
+    configure_metrics()
     return Litestar(
-        route_handlers=[v1, *public_handlers(settings)],
+        route_handlers=[v1, *public_handlers(settings), docs_assets()],
         lifespan=[lifespan],
         middleware=[DefineMiddleware(RequestContextMiddleware)],
         before_request=guard,
@@ -101,7 +113,7 @@ def create_app(
         dependencies=APP_DEPENDENCIES,
         openapi_config=OpenAPIConfig(
             title="splitledger",
-            version="0.1.0",
+            version=splitledger_version(),
             description=(
                 "Split-settlement ledger for marketplaces paid through DOKU Jenius Pay. "
                 "Authenticate with `Authorization: Bearer <api key>`; errors are RFC 9457 problem+json "
@@ -115,7 +127,7 @@ def create_app(
                 "an API key are 429 `rate_limited` with `Retry-After`."
             ),
             path="/docs",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            render_plugins=[OfflineSwagger(), TruthfulJson()],
             components=Components(
                 security_schemes={
                     "apiKey": SecurityScheme(type="http", scheme="bearer", description="Platform API key"),

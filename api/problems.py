@@ -48,6 +48,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "account_exists": (409, "The account exists with different attributes"),
     "insufficient_funds": (422, "Insufficient funds"),
     "entry_not_found": (404, "Unknown journal entry"),
+    "not_sealed_yet": (409, "Not sealed into a block yet; the sealer runs every second"),
     "database_unavailable": (503, "The database is unavailable; retry shortly"),
     "ledger_invariant_violated": (500, "Internal error: the ledger refused an inconsistent write"),
     # split engine

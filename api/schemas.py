@@ -171,6 +171,7 @@ class OrderOut(Struct, frozen=True, kw_only=True):
 
 class OrderPage(Struct, frozen=True, kw_only=True):
     items: list[OrderOut]
+    has_more: bool
     next_cursor: str | None
 
 

@@ -55,6 +55,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # fault_mode "exit" ends the process there like kill -9. Empty in production.
     faults: str = ""
     fault_mode: str = "raise"
+    # Tamper evidence (api/sealing.py): the Ed25519 sealing key, and how often blocks are sealed
+    # (0 = no sealer in this process; run it in one process of a deployment, any is fine).
+    seal_key: str = ""
+    seal_key_file: str = ""
+    seal_retired_keys: str = ""
+    sealer_interval_s: float = 1.0
+    sealer_block_max: int = 5000
     # -- exposure and abuse (api.guards, api.keyring) ------------------------------------------
     # DOKU's base URL (the default above and each platform's) must be https; http is allowed only
     # to a loopback host (127.0.0.0/8, ::1, localhost) when this is on: the DOKU sandbox of tests

@@ -12,6 +12,7 @@ LedgerError
 ├── IdempotencyInProgress   idempotency_in_progress (the first request with the key is still running)
 ├── IdempotencyKeyRequired  idempotency_key_required (a money-moving request sent without a key)
 ├── EntryNotFound           entry_not_found
+├── NotSealedYet            not_sealed_yet       (no block seals it yet: the sealer runs every second)
 ├── StoreUnavailable        database_unavailable (driver/connection failure, retry later: 503)
 ├── InvariantViolated       ledger_invariant_violated (the database's last line of defence fired: a bug)
 ├── SecretsKeyMissing       secrets_key_missing  (no key to seal DOKU secrets with: configuration)
@@ -86,6 +87,10 @@ class IdempotencyInProgress(LedgerError):
 
 class IdempotencyKeyRequired(LedgerError):
     code = "idempotency_key_required"
+
+
+class NotSealedYet(LedgerError):
+    code = "not_sealed_yet"
 
 
 class EntryNotFound(LedgerError):

@@ -14,6 +14,7 @@ from api.problems import RETRY_AFTER_S, ApiError
 from api.services import Services
 from api.settings import Settings
 from ledger import errors
+from ledger.service.sealer import sealer_lag
 
 
 @get("/health", tags=["operations"], summary="Database (and DOKU) reachability")
@@ -32,6 +33,14 @@ async def health(state: State) -> Response[dict[str, Any]]:
     if not report["doku"].get("ok", False) and report["status"] == "ok":
         report["status"] = "degraded"
     if report["database"]["ok"]:
+        lag = services.sealer.lag or await sealer_lag(services.db)
+        report["sealer"] = {
+            "running": services.settings.sealer_interval_s > 0,
+            "unsealed_entries": lag.unsealed_entries,
+            "seconds_behind": lag.seconds_behind,
+        }
+        METRICS.gauge("sealer_unsealed_entries", lag.unsealed_entries)
+        METRICS.gauge("sealer_seconds_behind", lag.seconds_behind)
         return Response(report, status_code=200)
     return Response(report, status_code=503, headers={"Retry-After": RETRY_AFTER_S})
 
@@ -39,7 +48,7 @@ async def health(state: State) -> Response[dict[str, Any]]:
 @get(
     "/metrics",
     tags=["operations"],
-    summary="Prometheus metrics (Authorization: Bearer <SPLITLEDGER_METRICS_TOKEN>)",
+    summary="Prometheus metrics of the whole service (Authorization: Bearer <SPLITLEDGER_METRICS_TOKEN>)",
     media_type="text/plain; version=0.0.4",
     security=[{"metricsToken": []}],
 )
@@ -50,4 +59,6 @@ async def metrics(request: Request[Any, Any, Any], state: State) -> str:
     given = token.strip().encode("utf-8", "surrogateescape")
     if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
         raise ApiError("unauthorized", "/metrics needs Authorization: Bearer <SPLITLEDGER_METRICS_TOKEN>")
+    services: Services = state.services
+    METRICS.gauge("capture_queue_depth", services.batcher.depth())
     return METRICS.render()

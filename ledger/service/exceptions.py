@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from ledger import errors
 from ledger.service.idempotency import Keyed
 from ledger.store.database import Database, UnitOfWork
@@ -9,9 +11,15 @@ from ledger.store.exceptions import ReconciliationException
 
 
 async def list_exceptions(
-    db: Database, platform_id: str, *, open_only: bool = True, limit: int = 100
+    db: Database,
+    platform_id: str,
+    *,
+    open_only: bool = True,
+    before: tuple[datetime, int] | None = None,
+    limit: int = 100,
 ) -> list[ReconciliationException]:
-    return await db.read(lambda uow: uow.exceptions.page(platform_id, open_only=open_only, limit=limit))
+    """Newest first; ``before`` is the ``(created_at, exception_id)`` of the last one seen."""
+    return await db.read(lambda uow: uow.exceptions.page(platform_id, open_only=open_only, before=before, limit=limit))
 
 
 async def resolve_exception(

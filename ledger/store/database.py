@@ -25,6 +25,7 @@ import msgspec
 
 import ledger.store.driver as driver
 from ledger import errors
+from ledger.store.chain import ChainTable
 from ledger.store.exceptions import ExceptionsTable
 from ledger.store.gateways import GatewaysTable
 from ledger.store.idempotency import IdempotencyKeys
@@ -56,6 +57,10 @@ class UnitOfWork:
     @cached_property
     def ledger(self) -> BoundLedger:
         return BoundLedger(self._ledger, self.conn)
+
+    @cached_property
+    def chain(self) -> ChainTable:
+        return ChainTable(self.conn)
 
     @cached_property
     def orders(self) -> OrdersTable:

@@ -123,7 +123,7 @@ class Stack:
 
     async def import_settlement(self, csv_text: str) -> dict:
         r = await self.client.post("/v1/settlements", content=csv_text.encode(), headers={"Content-Type": "text/csv"})
-        assert r.status_code == 200, r.text
+        assert r.status_code == 201, r.text
         return r.json()
 
     async def notify(
@@ -156,7 +156,7 @@ class Stack:
     async def exceptions(self, client: httpx.AsyncClient | None = None) -> list[dict]:
         r = await (client or self.client).get("/v1/reconciliation/exceptions")
         assert r.status_code == 200, r.text
-        return r.json()
+        return r.json()["items"]
 
     async def new_platform(self, name: str, *, client_id: str | None = None) -> Platform:
         """Another platform on the same service; with ``client_id`` it is also a DOKU merchant in the sandbox."""
