@@ -39,7 +39,7 @@ from api.services import close_services, open_services
 from api.settings import Settings, load_settings
 from ledger.gateway_urls import base_url_problem, refund_path_problem
 from ledger.service.faults import Faults
-from ledger.service.gateways import seal_secrets
+from ledger.service.gateways import encrypt_secrets
 from migrations.runner import migrate
 
 log = logging.getLogger("splitledger.app")
@@ -81,9 +81,9 @@ def create_app(
                 embedded.stop()
             raise
         try:
-            sealed = await seal_secrets(services.db)
-            if sealed:
-                log.info("DOKU secrets sealed", extra={"count": sealed})
+            encrypted = await encrypt_secrets(services.db)
+            if encrypted:
+                log.info("DOKU secrets encrypted", extra={"count": encrypted})
             app.state.services = services
             start_background(services)
             yield

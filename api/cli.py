@@ -43,7 +43,7 @@ from ledger import errors
 from ledger.chain import Checkpoint, Finding
 from ledger.errors import LedgerError
 from ledger.service import sealer
-from ledger.service.gateways import configure_gateway, reseal_secrets
+from ledger.service.gateways import configure_gateway, reencrypt_secrets
 from ledger.service.platforms import create_platform
 from ledger.settlement import ImportSummary
 from ledger.store import Database
@@ -407,33 +407,35 @@ def status_check(run: Run, older_than: int | None) -> int:
 
 
 def cmd_rotate_secrets_key(url: str) -> str:
-    """Re-seal every DOKU Secret Key under the first key; what was done, for the operator.
+    """Re-encrypt every DOKU Secret Key under the first key; what was done, for the operator.
 
     With a key file (the embedded default, or SPLITLEDGER_SECRETS_KEY_FILE) a new key is made and
-    becomes the file's first line (the old ones open until everything is re-sealed, then go); with
+    becomes the file's first line (the old ones open until everything is re-encrypted, then go); with
     SPLITLEDGER_SECRETS_KEY="NEW,OLD" the first key given is the new one.
     """
     settings = load_settings()
 
-    async def reseal() -> int:
+    async def reencrypt() -> int:
         pool = await create_pool(url, min_size=1, max_size=2)
         try:
-            return await reseal_secrets(Database(pool, keyring=load_keyring(settings)))
+            return await reencrypt_secrets(Database(pool, keyring=load_keyring(settings)))
         finally:
             await pool.close()
 
     run_async(lambda: migrate_url(url))
     path = key_file_of(settings, None)
     if path is None:
-        count = run_async(reseal)
-        return f"re-sealed {count} DOKU secret key(s) under the first key of SPLITLEDGER_SECRETS_KEY (drop the others)"
+        count = run_async(reencrypt)
+        return (
+            f"re-encrypted {count} DOKU secret key(s) under the first key of SPLITLEDGER_SECRETS_KEY (drop the others)"
+        )
     old = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     read_key_file(path)  # refuses a file others can read
     new = generate_key()
     write_key_file(path, [new, *old])
-    count = run_async(reseal)
+    count = run_async(reencrypt)
     write_key_file(path, [new])
-    return f"re-sealed {count} DOKU secret key(s) under a new key in {path}"
+    return f"re-encrypted {count} DOKU secret key(s) under a new key in {path}"
 
 
 @cli.command("rotate-secrets-key")

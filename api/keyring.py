@@ -1,9 +1,9 @@
-"""Where the key that seals DOKU Secret Keys comes from (``ledger.store.sealing.Keyring``).
+"""Where the key that encrypts DOKU Secret Keys comes from (``ledger.store.encryption.Keyring``).
 
 Rules, first match wins:
-1. ``SPLITLEDGER_SECRETS_KEY``: base64 of 32 bytes, or several comma-separated (the first seals,
+1. ``SPLITLEDGER_SECRETS_KEY``: base64 of 32 bytes, or several comma-separated (the first encrypts,
    every one opens: that is how a rotation is rolled out);
-2. ``SPLITLEDGER_SECRETS_KEY_FILE``: a file of such keys, one a line, first line sealing; it must
+2. ``SPLITLEDGER_SECRETS_KEY_FILE``: a file of such keys, one a line, first line encrypting; it must
    exist and be readable by its owner only (mode 0600);
 3. the embedded PostgreSQL (no ``DATABASE_URL``): the key file ``secrets.key`` beside its data
    directory, made on first use (mode 0600), so the two-command start needs no setup;
@@ -24,7 +24,7 @@ from pathlib import Path
 from api.database import EmbeddedPostgres
 from api.settings import Settings
 from ledger import errors
-from ledger.store.sealing import KEY_BYTES, Keyring
+from ledger.store.encryption import KEY_BYTES, Keyring
 
 KEY_FILE_NAME = "secrets.key"
 
@@ -70,7 +70,7 @@ def read_key_file(path: Path) -> list[bytes]:
 
 
 def write_key_file(path: Path, keys: list[str], *, exclusive: bool = False) -> None:
-    """Write ``keys`` (first line seals) to ``path`` atomically, mode 0600 from the first byte.
+    """Write ``keys`` (first line encrypts) to ``path`` atomically, mode 0600 from the first byte.
 
     ``exclusive``: only if no file is there yet (two processes starting at once agree on one key).
     """

@@ -72,13 +72,14 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
 
 # operationId -> the codes its handler's use case can refuse with (beyond those every route has).
 CODES: dict[str, tuple[str, ...]] = {
-    "configureGateway": ("client_id_taken",),
+    "configureGateway": ("client_id_taken", "invalid_base_url", "invalid_refund_path"),
     "getGateway": ("gateway_not_configured",),
     "createSeller": ("seller_exists", "reserved_seller_id"),
     "getSeller": ("seller_not_found",),
     "getSellerBalances": ("seller_not_found",),
     "getSellerStatement": ("seller_not_found",),
     "createOrder": (
+        "invalid_invoice_number",
         "order_exists",
         "unknown_seller",
         "split_invalid",
@@ -122,7 +123,14 @@ CODES: dict[str, tuple[str, ...]] = {
     "getAccountBalance": ("unknown_account",),
     "getAccountStatement": ("unknown_account",),
     "getJournalEntry": ("entry_not_found",),
-    "receiveDokuNotification": ("invalid_signature", "stale_timestamp", "unknown_client_id", "malformed_message"),
+    "receiveDokuNotification": (
+        "invalid_signature",
+        "stale_timestamp",
+        "unknown_client_id",
+        "malformed_message",
+        "rate_limited",
+    ),
+    "getMetrics": ("unauthorized",),
 }
 
 SETTLEMENT_CSV_EXAMPLE = (
@@ -170,7 +178,7 @@ def _response_headers(status: int) -> dict[str, Any]:
             "schema": {"type": "string"},
         }
     }
-    if status == 503:
+    if status in (429, 503):
         headers["Retry-After"] = {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
     return headers
 
@@ -178,13 +186,15 @@ def _response_headers(status: int) -> dict[str, Any]:
 def _codes_for(op_id: str, method: str, path: str, operation: dict[str, Any]) -> list[str]:
     codes = list(CODES.get(op_id, ()))
     if path.startswith("/v1/"):
-        codes += ["unauthorized", "database_unavailable"]
+        codes += ["unauthorized", "database_unavailable", "rate_limited"]
     if method in ("post", "put", "patch"):
         codes += ["malformed_json", "invalid_request"]
+        if op_id != "receiveDokuNotification":  # api.bodies and api.guards: strict JSON bodies
+            codes += ["unknown_field", "nesting_too_deep", "unsupported_media_type", "invalid_text"]
         if method == "post" and path.startswith("/v1/"):
             codes += ["idempotency_conflict", "idempotency_in_progress"]
     elif operation.get("parameters"):
-        codes.append("invalid_request")
+        codes += ["invalid_request", "invalid_text"]
     codes.append("internal_error")
     return list(dict.fromkeys(codes))
 

@@ -16,7 +16,7 @@ from ledger.service import settlement as settlement_service
 from ledger.settlement import ImportSummary
 from ledger.settlement_report import mapping_from_spec
 from ledger.store.database import UnitOfWork
-from ledger.store.sealing import Keyring
+from ledger.store.encryption import Keyring
 
 log = logging.getLogger("splitledger.runtime")
 

@@ -24,7 +24,7 @@ from ledger.service.platforms import ApiKeyVerifier
 from ledger.service.sealer import Sealer, Signer
 from ledger.store import Database, LedgerStore
 from ledger.store.database import create_pool
-from ledger.store.sealing import Keyring
+from ledger.store.encryption import Keyring
 
 log = logging.getLogger("splitledger.services")
 

@@ -77,8 +77,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_api_key_burst: int = 300
     rate_limit_notification_per_s: float = 200.0
     rate_limit_notification_burst: int = 1000
-    # The key DOKU Secret Keys are sealed with (AES-256-GCM): base64 of 32 bytes; several keys
-    # comma-separated = the first seals, every one opens (rotation). Or a file of such keys, one a
+    # The key DOKU Secret Keys are encrypted with (AES-256-GCM): base64 of 32 bytes; several keys
+    # comma-separated = the first encrypts, every one decrypts (rotation). Or a file of such keys, one a
     # line (mode 0600). With neither, the embedded PostgreSQL's default makes a key file beside its
     # data directory; with DATABASE_URL set, one of the two is required.
     secrets_key: str = ""

@@ -6,11 +6,12 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, get
 from litestar.datastructures import State
 
 from api.metrics import METRICS
-from api.problems import RETRY_AFTER_S, ApiError
+from api.problems import PROBLEM_JSON, RETRY_AFTER_S, ApiError, problem
 from api.services import Services
 from api.settings import Settings
 from ledger import errors
@@ -18,7 +19,7 @@ from ledger.service.sealer import sealer_lag
 
 
 @get("/health", tags=["operations"], summary="Database (and DOKU) reachability")
-async def health(state: State) -> Response[dict[str, Any]]:
+async def health(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     services: Services = state.services
     report: dict[str, Any] = {"status": "ok"}
     try:
@@ -42,7 +43,17 @@ async def health(state: State) -> Response[dict[str, Any]]:
         METRICS.gauge("sealer_unsealed_entries", lag.unsealed_entries)
         METRICS.gauge("sealer_seconds_behind", lag.seconds_behind)
         return Response(report, status_code=200)
-    return Response(report, status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+    # The database decides: 503 problem+json database_unavailable like every endpoint, with the
+    # report's parts as extension members.
+    refused = problem(request, "database_unavailable", report["database"]["detail"])
+    assert isinstance(refused.content, bytes)
+    body = msgspec.json.decode(refused.content) | {"database": report["database"], "doku": report["doku"]}
+    return Response(
+        msgspec.json.encode(body),
+        status_code=503,
+        media_type=PROBLEM_JSON,
+        headers={**dict(refused.headers), "Retry-After": RETRY_AFTER_S},
+    )
 
 
 @get(

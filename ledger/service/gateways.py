@@ -1,8 +1,8 @@
 """A platform's DOKU merchant account: credentials, DOKU's fee and the platform's default commission.
 
 Rule: a base URL or refund path that could send the platform's signed requests anywhere but DOKU
-(``ledger.gateway_urls``) is refused before anything is stored; the Secret Key is stored sealed
-(``ledger.store.gateways``). ``seal_secrets``/``reseal_secrets`` are the start-up and rotation steps.
+(``ledger.gateway_urls``) is refused before anything is stored; the Secret Key is stored encrypted
+(``ledger.store.gateways``). ``encrypt_secrets``/``reencrypt_secrets`` are the start-up and rotation steps.
 """
 
 from __future__ import annotations
@@ -39,19 +39,19 @@ async def gateway_for_client_id(db: Database, client_id: str) -> Gateway | None:
     return await db.read(lambda uow: uow.gateways.for_client_id(client_id))
 
 
-async def seal_secrets(db: Database) -> int:
-    """Seal the secrets still stored in plaintext; refuse to go on if any sealed one does not open."""
-    sealed = await db.transaction(lambda uow: uow.gateways.seal_plaintext())
+async def encrypt_secrets(db: Database) -> int:
+    """Encrypt the secrets still stored in plaintext; refuse to go on if any encrypted one does not open."""
+    encrypted = await db.transaction(lambda uow: uow.gateways.encrypt_plaintext())
     unreadable = await db.read(lambda uow: uow.gateways.unreadable())
     if unreadable:
         raise errors.SecretUnreadable(
             f"the secrets key does not open the DOKU Secret Key of {len(unreadable)} platform(s) "
-            f"({', '.join(unreadable[:5])}): start with the key they were sealed under",
+            f"({', '.join(unreadable[:5])}): start with the key they were encrypted under",
             platforms=unreadable,
         )
-    return sealed
+    return encrypted
 
 
-async def reseal_secrets(db: Database) -> int:
-    """Re-seal every secret under the keyring's first key (key rotation); the count re-sealed."""
-    return await db.transaction(lambda uow: uow.gateways.reseal())
+async def reencrypt_secrets(db: Database) -> int:
+    """Re-encrypt every secret under the keyring's first key (key rotation); the count re-encrypted."""
+    return await db.transaction(lambda uow: uow.gateways.reencrypt())

@@ -26,6 +26,7 @@ import msgspec
 import ledger.store.driver as driver
 from ledger import errors
 from ledger.store.chain import ChainTable
+from ledger.store.encryption import Keyring
 from ledger.store.exceptions import ExceptionsTable
 from ledger.store.gateways import GatewaysTable
 from ledger.store.idempotency import IdempotencyKeys
@@ -36,7 +37,6 @@ from ledger.store.payouts import PayoutsTable
 from ledger.store.platforms import PlatformsTable
 from ledger.store.refunds import RefundsTable
 from ledger.store.reports import ReportsTable
-from ledger.store.sealing import Keyring
 from ledger.store.sellers import SellersTable
 from ledger.store.settlements import SettlementsTable
 

@@ -1,10 +1,10 @@
 """The ``gateways`` and ``doku_client_ids`` tables: each platform's DOKU merchant account, and the
 routing of DOKU's Client-Id to its platform.
 
-Rule: the DOKU Secret Key is written only sealed (``secret_key_sealed``, AES-256-GCM under the
+Rule: the DOKU Secret Key is written only encrypted (``secret_key_encrypted``, AES-256-GCM under the
 ``Keyring``, bound to the platform's row) and read back as a ``Secret``; the plaintext column is
-NULL (the database refuses anything else since migration 0015). Rows from before 0015 are sealed
-by ``seal_plaintext`` when the service starts.
+NULL (the database refuses anything else since migration 0015). Rows from before 0015 are encrypted
+by ``encrypt_plaintext`` when the service starts.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import asyncpg
 import msgspec
 
 from ledger import errors
-from ledger.store.sealing import Keyring, Secret, key_id_of
+from ledger.store.encryption import Keyring, Secret, key_id_of
 
 
 class GatewayView(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,9 +75,11 @@ class GatewaysTable:
         return self._keyring
 
     def _gateway(self, row: asyncpg.Record) -> Gateway:
-        sealed = row["secret_key_sealed"]
+        encrypted = row["secret_key_encrypted"]
         secret = (
-            self.keyring.open(sealed, _context(row["platform_id"])) if sealed is not None else Secret(row["secret_key"])
+            self.keyring.decrypt(encrypted, _context(row["platform_id"]))
+            if encrypted is not None
+            else Secret(row["secret_key"])
         )
         return Gateway(**{f: row[f] for f in _SHOWN}, secret_key=secret)
 
@@ -97,11 +99,11 @@ class GatewaysTable:
         )
         row = await self.conn.fetchrow(
             """
-            INSERT INTO gateways (platform_id, client_id, secret_key_sealed, base_url, refund_path, fee_bps,
+            INSERT INTO gateways (platform_id, client_id, secret_key_encrypted, base_url, refund_path, fee_bps,
                                   fee_fixed, fee_bearer, commission_bps, platform_settlement_id, send_split_instruction)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
             ON CONFLICT (platform_id) DO UPDATE SET
-                client_id = EXCLUDED.client_id, secret_key = NULL, secret_key_sealed = EXCLUDED.secret_key_sealed,
+                client_id = EXCLUDED.client_id, secret_key = NULL, secret_key_encrypted = EXCLUDED.secret_key_encrypted,
                 base_url = EXCLUDED.base_url,
                 refund_path = EXCLUDED.refund_path, fee_bps = EXCLUDED.fee_bps, fee_fixed = EXCLUDED.fee_fixed,
                 fee_bearer = EXCLUDED.fee_bearer, commission_bps = EXCLUDED.commission_bps,
@@ -111,7 +113,7 @@ class GatewaysTable:
             """,
             platform_id,
             settings.client_id,
-            self.keyring.seal(settings.secret_key, _context(platform_id)),
+            self.keyring.encrypt(settings.secret_key, _context(platform_id)),
             settings.base_url,
             settings.refund_path,
             settings.fee_bps,
@@ -146,47 +148,49 @@ class GatewaysTable:
 
     # -- secrets at rest ----------------------------------------------------------------------
 
-    async def seal_plaintext(self) -> int:
-        """Seal every secret still stored in plaintext (rows from before migration 0015)."""
+    async def encrypt_plaintext(self) -> int:
+        """Encrypt every secret still stored in plaintext (rows from before migration 0015)."""
         rows = await self.conn.fetch(
             "SELECT platform_id, secret_key FROM gateways WHERE secret_key IS NOT NULL ORDER BY 1 FOR UPDATE"
         )
         for row in rows:
-            await self._store_sealed(
-                row["platform_id"], self.keyring.seal(row["secret_key"], _context(row["platform_id"]))
+            await self._store_encrypted(
+                row["platform_id"], self.keyring.encrypt(row["secret_key"], _context(row["platform_id"]))
             )
         return len(rows)
 
-    async def reseal(self) -> int:
-        """Re-seal under the keyring's first key every secret sealed under another one (rotation)."""
+    async def reencrypt(self) -> int:
+        """Re-encrypt under the keyring's first key every secret encrypted under another one (rotation)."""
         rows = await self.conn.fetch(
-            "SELECT platform_id, secret_key, secret_key_sealed FROM gateways ORDER BY 1 FOR UPDATE"
+            "SELECT platform_id, secret_key, secret_key_encrypted FROM gateways ORDER BY 1 FOR UPDATE"
         )
         count = 0
         for row in rows:
-            sealed = row["secret_key_sealed"]
-            if sealed is not None and key_id_of(sealed) == self.keyring.current_id:
+            encrypted = row["secret_key_encrypted"]
+            if encrypted is not None and key_id_of(encrypted) == self.keyring.current_id:
                 continue
             context = _context(row["platform_id"])
-            plain = self.keyring.open(sealed, context).reveal() if sealed is not None else row["secret_key"]
-            await self._store_sealed(row["platform_id"], self.keyring.seal(plain, context))
+            plain = self.keyring.decrypt(encrypted, context).reveal() if encrypted is not None else row["secret_key"]
+            await self._store_encrypted(row["platform_id"], self.keyring.encrypt(plain, context))
             count += 1
         return count
 
     async def unreadable(self) -> list[str]:
-        """The platforms whose sealed secret no key of the keyring opens."""
+        """The platforms whose encrypted secret no key of the keyring opens."""
         rows = await self.conn.fetch(
-            "SELECT platform_id, secret_key_sealed FROM gateways WHERE secret_key_sealed IS NOT NULL ORDER BY 1"
+            "SELECT platform_id, secret_key_encrypted FROM gateways WHERE secret_key_encrypted IS NOT NULL ORDER BY 1"
         )
         found = []
         for row in rows:
             try:
-                self.keyring.open(row["secret_key_sealed"], _context(row["platform_id"]))
+                self.keyring.decrypt(row["secret_key_encrypted"], _context(row["platform_id"]))
             except errors.SecretUnreadable:
                 found.append(row["platform_id"])
         return found
 
-    async def _store_sealed(self, platform_id: str, sealed: bytes) -> None:
+    async def _store_encrypted(self, platform_id: str, encrypted: bytes) -> None:
         await self.conn.execute(
-            "UPDATE gateways SET secret_key = NULL, secret_key_sealed = $2 WHERE platform_id = $1", platform_id, sealed
+            "UPDATE gateways SET secret_key = NULL, secret_key_encrypted = $2 WHERE platform_id = $1",
+            platform_id,
+            encrypted,
         )

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from ledger import chain
-from tests.api.conftest import Stack, assert_problem, poll, start_stack
+from tests.api.conftest import METRICS_TOKEN, Stack, assert_problem, poll, start_stack
 
 ITEMS = [("Tenun ikat", 120_000, 1, "tenun")]
 
@@ -52,7 +52,8 @@ async def test_a_captured_order_s_entry_is_provably_in_a_signed_block(sealed_sta
 
     health = (await stack.anon.get("/health")).json()
     assert health["sealer"]["running"] is True and health["sealer"]["unsealed_entries"] >= 0
-    assert "splitledger_sealer_unsealed_entries" in (await stack.anon.get("/metrics")).text
+    scraped = await stack.anon.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert "splitledger_sealer_unsealed_entries" in scraped.text
 
 
 async def test_another_platform_sees_neither_the_proof_nor_the_checkpoint(sealed_stack: Stack) -> None:

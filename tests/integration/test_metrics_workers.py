@@ -24,14 +24,16 @@ def test_every_scrape_of_a_two_worker_server_counts_both_workers(database_url, t
             "SPLITLEDGER_WORKERS": "2",
             "SPLITLEDGER_SEALER_INTERVAL_S": "0",
             "SPLITLEDGER_SEAL_KEY_FILE": str(tmp_path / "seal.key"),
+            "SPLITLEDGER_METRICS_TOKEN": "scraper",
         },
         port,
     )
     try:
         _wait_healthy(proc, port)
         base = f"http://127.0.0.1:{port}"
+        scraper = {"Authorization": "Bearer scraper"}
         with httpx.Client(base_url=base, timeout=10, trust_env=False) as client:
-            before = health_count(client.get("/metrics").text)
+            before = health_count(client.get("/metrics", headers=scraper).text)
             sent = 0
             for _ in range(60):  # fresh connections: granian spreads them over both workers
                 with httpx.Client(base_url=base, timeout=10, trust_env=False) as one:
@@ -41,7 +43,7 @@ def test_every_scrape_of_a_two_worker_server_counts_both_workers(database_url, t
             scrapes = []
             for _ in range(8):
                 with httpx.Client(base_url=base, timeout=10, trust_env=False) as one:
-                    r = one.get("/metrics")
+                    r = one.get("/metrics", headers=scraper)
                     assert r.status_code == 200
                     scrapes.append(health_count(r.text) - before)
         assert scrapes == [sent] * len(scrapes), scrapes  # a per-worker registry would show about half

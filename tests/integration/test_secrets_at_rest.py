@@ -1,6 +1,6 @@
-"""DOKU Secret Keys at rest: sealed with AES-256-GCM under a key the database never sees, bound to
-their platform's row, refused in plaintext by the table, sealed at start-up when a row predates
-the rule, re-sealed under a new key by the rotation command; the key file of the embedded default
+"""DOKU Secret Keys at rest: encrypted with AES-256-GCM under a key the database never sees, bound to
+their platform's row, refused in plaintext by the table, encrypted at start-up when a row predates
+the rule, re-encrypted under a new key by the rotation command; the key file of the embedded default
 is made with mode 0600 beside the data directory."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from api.database import EmbeddedPostgres
 from api.keyring import KEY_FILE_NAME, generate_key, key_file_environment, load_keyring, parse_keys, read_key_file
 from api.settings import load_settings
 from ledger import errors
-from ledger.service.gateways import configure_gateway, get_gateway, reseal_secrets, seal_secrets
+from ledger.service.gateways import configure_gateway, encrypt_secrets, get_gateway, reencrypt_secrets
 from ledger.service.platforms import create_platform
 from ledger.store import Database
 from ledger.store.database import create_pool
+from ledger.store.encryption import Keyring, Secret, key_id, key_id_of
 from ledger.store.gateways import GatewaySettings
-from ledger.store.sealing import Keyring, Secret, key_id, key_id_of
 
 SECRET = "SK-very-secret-4711"
 
@@ -47,8 +47,8 @@ async def test_the_secret_is_stored_sealed_and_opens_only_with_the_key(database_
         platform_id = await _platform(db)
         row = await pool.fetchrow("SELECT * FROM gateways WHERE platform_id = $1", platform_id)
         assert row["secret_key"] is None
-        sealed = bytes(row["secret_key_sealed"])
-        assert SECRET.encode() not in sealed and key_id_of(sealed) == key_id(parse_keys(key)[0])
+        encrypted = bytes(row["secret_key_encrypted"])
+        assert SECRET.encode() not in encrypted and key_id_of(encrypted) == key_id(parse_keys(key)[0])
         gateway = await get_gateway(db, platform_id)
         assert gateway.secret_key.reveal() == SECRET
         assert SECRET not in repr(gateway) and SECRET not in str(gateway.secret_key)
@@ -67,8 +67,8 @@ async def test_a_sealed_secret_moved_to_another_platform_does_not_open(database_
         a = await _platform(db, "Toko AAAA")
         b = await _platform(db, "Toko BBBB")
         await pool.execute(
-            "UPDATE gateways SET secret_key_sealed = (SELECT secret_key_sealed FROM gateways WHERE platform_id = $1) "
-            "WHERE platform_id = $2",
+            "UPDATE gateways SET secret_key_encrypted = "
+            "(SELECT secret_key_encrypted FROM gateways WHERE platform_id = $1) WHERE platform_id = $2",
             a,
             b,
         )
@@ -99,21 +99,21 @@ async def test_a_plaintext_secret_from_before_the_migration_is_sealed_at_start(d
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("ALTER TABLE gateways DROP CONSTRAINT gateways_secret_key_not_plaintext")
             await conn.execute(
-                "UPDATE gateways SET secret_key = 'SK-legacy', secret_key_sealed = NULL WHERE platform_id = $1",
+                "UPDATE gateways SET secret_key = 'SK-legacy', secret_key_encrypted = NULL WHERE platform_id = $1",
                 platform_id,
             )
             await conn.execute(
                 "ALTER TABLE gateways ADD CONSTRAINT gateways_secret_key_not_plaintext "
                 "CHECK (secret_key IS NULL) NOT VALID"
             )
-        assert (await get_gateway(db, platform_id)).secret_key == Secret("SK-legacy")  # readable until sealed
-        assert await seal_secrets(db) == 1
+        assert (await get_gateway(db, platform_id)).secret_key == Secret("SK-legacy")  # readable until encrypted
+        assert await encrypt_secrets(db) == 1
         row = await pool.fetchrow("SELECT * FROM gateways WHERE platform_id = $1", platform_id)
-        assert row["secret_key"] is None and b"SK-legacy" not in bytes(row["secret_key_sealed"])
+        assert row["secret_key"] is None and b"SK-legacy" not in bytes(row["secret_key_encrypted"])
         assert (await get_gateway(db, platform_id)).secret_key.reveal() == "SK-legacy"
-        assert await seal_secrets(db) == 0
+        assert await encrypt_secrets(db) == 0
         with pytest.raises(errors.SecretUnreadable):  # the service refuses to start with the wrong key
-            await seal_secrets(Database(pool, keyring=keyring(generate_key())))
+            await encrypt_secrets(Database(pool, keyring=keyring(generate_key())))
     finally:
         await pool.close()
 
@@ -124,8 +124,8 @@ async def test_rotation_reseals_every_secret_under_the_new_key(database_url: str
     try:
         ids = [await _platform(Database(pool, keyring=keyring(old)), f"Toko {n:04d}") for n in range(3)]
         both = Database(pool, keyring=keyring(f"{new},{old}"))
-        assert await reseal_secrets(both) == 3
-        assert await reseal_secrets(both) == 0
+        assert await reencrypt_secrets(both) == 3
+        assert await reencrypt_secrets(both) == 0
         only_new = Database(pool, keyring=keyring(new))
         for platform_id in ids:
             assert (await get_gateway(only_new, platform_id)).secret_key.reveal() == SECRET
@@ -148,12 +148,12 @@ async def test_the_rotate_command_with_a_key_file(database_url: str, tmp_path: P
         platform_id = await _platform(running)
         argv = ["--database-url", database_url, "rotate-secrets-key"]
         assert await asyncio.to_thread(main, argv) == 0
-        assert "re-sealed 1 DOKU secret key(s)" in capsys.readouterr().out
+        assert "re-encrypted 1 DOKU secret key(s)" in capsys.readouterr().out
         keys = read_key_file(key_file)
         assert len(keys) == 1 and keys != parse_keys(first)
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-        sealed = await pool.fetchval("SELECT secret_key_sealed FROM gateways WHERE platform_id = $1", platform_id)
-        assert key_id_of(bytes(sealed)) == key_id(keys[0])
+        encrypted = await pool.fetchval("SELECT secret_key_encrypted FROM gateways WHERE platform_id = $1", platform_id)
+        assert key_id_of(bytes(encrypted)) == key_id(keys[0])
         # The running service meets a key it does not know, reads the file again, and still opens it.
         assert (await get_gateway(running, platform_id)).secret_key.reveal() == SECRET
         with pytest.raises(errors.SecretUnreadable):
@@ -169,7 +169,7 @@ async def test_the_rotate_command_with_keys_in_the_environment(database_url: str
         platform_id = await _platform(Database(pool, keyring=keyring(old)))
         monkeypatch.setenv("SPLITLEDGER_SECRETS_KEY", f"{new},{old}")
         assert await asyncio.to_thread(main, ["--database-url", database_url, "rotate-secrets-key"]) == 0
-        assert "re-sealed 1" in capsys.readouterr().out
+        assert "re-encrypted 1" in capsys.readouterr().out
         assert (await get_gateway(Database(pool, keyring=keyring(new)), platform_id)).secret_key.reveal() == SECRET
     finally:
         await pool.close()

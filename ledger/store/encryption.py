@@ -1,15 +1,15 @@
-"""Secrets at rest: DOKU Secret Keys sealed with AES-256-GCM before they reach the database.
+"""Secrets at rest: DOKU Secret Keys encrypted with AES-256-GCM before they reach the database.
 
 Rules:
-* A sealed value is ``version (1 byte) ‖ key id (8) ‖ nonce (12, random) ‖ ciphertext ‖ tag (16)``.
+* An encrypted value is ``version (1 byte) ‖ key id (8) ‖ nonce (12, random) ‖ ciphertext ‖ tag (16)``.
   The key id is the first 8 bytes of SHA-256 of the key: it names the key without revealing it.
-* The associated data binds a sealed value to its row (``context``, e.g. ``gateways:<platform>``):
-  a sealed secret copied into another platform's row does not open.
-* A ``Keyring`` seals with its first key and opens with any of its keys; rotation re-seals every
-  value under the first key (``ledger.store.gateways.GatewaysTable.reseal``). Keys come from the
+* The associated data binds an encrypted value to its row (``context``, e.g. ``gateways:<platform>``):
+  an encrypted secret copied into another platform's row does not open.
+* A ``Keyring`` encrypts with its first key and decrypts with any of its keys; rotation re-encrypts every
+  value under the first key (``ledger.store.gateways.GatewaysTable.reencrypt``). Keys come from the
   environment or a key file (``api.keyring``); a keyring built from a file re-reads it before it
-  seals and when it meets a key it does not know (another process rotated).
-* An opened secret is a ``Secret``: its ``repr`` is ``Secret(***)``, so a record holding one can be
+  encrypts and when it meets a key it does not know (another process rotated).
+* A decrypted secret is a ``Secret``: its ``repr`` is ``Secret(***)``, so a record holding one can be
   logged; ``reveal()`` is called only where the secret signs.
 """
 
@@ -57,8 +57,8 @@ def key_id(key: bytes) -> bytes:
     return hashlib.sha256(key).digest()[:8]
 
 
-def key_id_of(sealed: bytes) -> bytes:
-    return bytes(sealed[_ID])
+def key_id_of(encrypted: bytes) -> bytes:
+    return bytes(encrypted[_ID])
 
 
 class Keyring:
@@ -68,7 +68,7 @@ class Keyring:
 
     def _set(self, keys: Sequence[bytes]) -> None:
         if not keys:
-            raise errors.SecretsKeyMissing("no key to seal secrets with")
+            raise errors.SecretsKeyMissing("no key to encrypt secrets with")
         for key in keys:
             if len(key) != KEY_BYTES:
                 raise errors.SecretsKeyMissing(f"a secrets key is {KEY_BYTES} bytes, not {len(key)}")
@@ -76,29 +76,31 @@ class Keyring:
         self.current_id = key_id(keys[0])
         self._current = self._keys[self.current_id]
 
-    def knows(self, sealed: bytes) -> bool:
-        if key_id_of(sealed) in self._keys:
+    def knows(self, encrypted: bytes) -> bool:
+        if key_id_of(encrypted) in self._keys:
             return True
         if self._reload is not None:
             self._set(self._reload())
-        return key_id_of(sealed) in self._keys
+        return key_id_of(encrypted) in self._keys
 
-    def seal(self, plaintext: str, context: str) -> bytes:
-        if self._reload is not None:  # a key file may have been rotated since: seal with its first key
+    def encrypt(self, plaintext: str, context: str) -> bytes:
+        if self._reload is not None:  # a key file may have been rotated since: encrypt with its first key
             self._set(self._reload())
         nonce = os.urandom(12)
         return VERSION + self.current_id + nonce + self._current.encrypt(nonce, plaintext.encode(), context.encode())
 
-    def open(self, sealed: bytes, context: str) -> Secret:
-        sealed = bytes(sealed)
-        if sealed[:1] != VERSION or len(sealed) < 21 + 16:
-            raise errors.SecretUnreadable("not a sealed secret")
-        if not self.knows(sealed):
-            raise errors.SecretUnreadable(f"sealed under a key this service does not have ({key_id_of(sealed).hex()})")
+    def decrypt(self, encrypted: bytes, context: str) -> Secret:
+        encrypted = bytes(encrypted)
+        if encrypted[:1] != VERSION or len(encrypted) < 21 + 16:
+            raise errors.SecretUnreadable("not an encrypted secret")
+        if not self.knows(encrypted):
+            raise errors.SecretUnreadable(
+                f"encrypted under a key this service does not have ({key_id_of(encrypted).hex()})"
+            )
         try:
-            plain = self._keys[key_id_of(sealed)].decrypt(bytes(sealed[_NONCE]), sealed[21:], context.encode())
+            plain = self._keys[key_id_of(encrypted)].decrypt(bytes(encrypted[_NONCE]), encrypted[21:], context.encode())
         except InvalidTag as exc:
             raise errors.SecretUnreadable(
-                "the sealed secret does not open (altered, or moved from another row)"
+                "the encrypted secret does not open (altered, or moved from another row)"
             ) from exc
         return Secret(plain.decode())
