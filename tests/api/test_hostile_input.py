@@ -6,6 +6,8 @@ them is written."""
 
 from __future__ import annotations
 
+import base64
+
 import msgspec
 import pytest
 
@@ -18,7 +20,12 @@ ITEMS = [("Songket", 80_000, 1, "songket")]
 async def _sellers(stack: Stack) -> list[str]:
     r = await stack.client.get("/v1/sellers")
     assert r.status_code == 200, r.text
-    return [s["seller_id"] for s in r.json()]
+    return [s["seller_id"] for s in r.json()["items"]]
+
+
+def _cursor(*position: object) -> str:
+    """A cursor as a client could forge one (the service's own are base64 of the JSON position)."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(list(position))).decode().rstrip("=")
 
 
 # -- integers: bounded at decode ---------------------------------------------------------------
@@ -51,10 +58,19 @@ async def test_ids_and_cursors_beyond_int64_are_refused(stack: Stack) -> None:
     assert_problem(await stack.client.get("/v1/ledger/entries/-1"), 422, "invalid_request")
     r = await stack.client.post(f"/v1/reconciliation/exceptions/{INT64_OVER}/resolve", json={"resolution": "x"})
     assert_problem(r, 422, "invalid_request")
-    for path in ("/v1/ledger/accounts/seller:songket:available/statement", "/v1/sellers/songket/statement"):
-        for after in (INT64_OVER, -1, -(2**70)):
-            assert_problem(await stack.client.get(path, params={"after": after}), 422, "invalid_request")
     assert_problem(await stack.client.get("/v1/ledger/entries/9223372036854775807"), 404, "entry_not_found")
+    # Cursors are opaque, but a client can forge one: what is in it is bounded like any input.
+    forged = [
+        ("/v1/ledger/accounts/seller:songket:available/statement", _cursor(INT64_OVER)),
+        ("/v1/sellers/songket/statement", _cursor(-(2**70))),
+        ("/v1/ledger/accounts", _cursor("seller:\u0000")),
+        ("/v1/sellers", _cursor("a\u001bb")),
+        ("/v1/orders", _cursor("0001-01-01T00:00:00+01:00", "INV-1")),
+        ("/v1/payouts", _cursor("9999-12-31T23:59:59-12:00", "po-1")),
+        ("/v1/reconciliation/exceptions", _cursor("2026-01-01T00:00:00Z", INT64_OVER)),
+    ]
+    for path, cursor in forged:
+        assert_problem(await stack.client.get(path, params={"cursor": cursor}), 422, "invalid_request")
 
 
 # -- text: no NUL or control characters, valid UTF-8 -------------------------------------------
