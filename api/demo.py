@@ -13,17 +13,20 @@ at each step.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
+import shlex
+import signal
 import sys
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from api.app import create_app
 from api.database import resolve_database_url
+from api.keyring import key_file_environment
 from api.serving import serve_app
 from api.settings import load_settings
 from jenius.sandbox import Sandbox, SandboxMerchant, serve_sandbox
@@ -291,17 +294,54 @@ def reconciliation_table(rec: dict[str, Any]) -> str:
     )
 
 
-async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
+async def run_demo(
+    *, port: int = 0, sandbox_port: int = 0, keep_running: bool = False, env_file: str | None = None
+) -> int:
+    """The story; Ctrl-C or SIGTERM stop the service, the sandbox and the embedded PostgreSQL (130/143)."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        if not received:  # a second Ctrl-C must not interrupt the shutdown the first one started
+            received.append(signum)
+            print("\nstopping the service, the sandbox and the embedded PostgreSQL …", flush=True)
+            main.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await _run_demo(port=port, sandbox_port=sandbox_port, keep_running=keep_running, env_file=env_file)
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        print("stopped", flush=True)
+        return 130 if received[0] == signal.SIGINT else 143
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def write_env_file(path: str, values: dict[str, str]) -> None:
+    """``export NAME=value`` lines a shell can ``source`` (the README's walkthrough does)."""
+    Path(path).write_text("".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items()))
+
+
+async def _run_demo(*, port: int, sandbox_port: int, keep_running: bool, env_file: str | None) -> int:
     print("splitledger demo — one order from payment to payout, against a simulated DOKU\n")
     url, embedded = resolve_database_url()
-    print(f"PostgreSQL: {'embedded (pgserver)' if embedded else 'DATABASE_URL'}")
+    print(f"PostgreSQL: {'embedded' if embedded else 'DATABASE_URL'}")
     try:
         await migrate_url(url)
         sandbox = Sandbox(fee_bps=FEE_BPS, fee_fixed=FEE_FIXED, retry_schedule_s=(1, 5, 30))
-        async with serve_sandbox(sandbox) as sandbox_url:
+        async with serve_sandbox(sandbox, port=sandbox_port) as sandbox_url:
             settings = load_settings(
                 database_url=url,
                 doku_base_url=sandbox_url,
+                doku_allow_loopback_http=True,  # the simulated DOKU is plain http on loopback
+                # the embedded database's key file (made on first use), unless a key is configured
+                secrets_key_file=key_file_environment(embedded).get("SPLITLEDGER_SECRETS_KEY_FILE"),
                 log_json=False,
                 auto_migrate=False,
                 status_check_enabled=False,
@@ -333,15 +373,37 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
                         story, platform_id=platform_id, api_key=api_key, base_url=base_url, client_id=client_id
                     )
                 if keep_running:
-                    print("\nThe service and the sandbox keep running; Ctrl-C stops them.", flush=True)
-                    print(f"  curl -H 'Authorization: Bearer {api_key}' {base_url}/v1/sellers/batik-sari/balances")
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.Event().wait()
+                    await keep_serving(
+                        env_file,
+                        {
+                            "API": base_url,
+                            "KEY": api_key,
+                            "SANDBOX": sandbox_url,
+                            "CLIENT_ID": client_id,
+                            "PLATFORM": platform_id,
+                        },
+                    )
                 await sandbox.aclose()
         return 0 if clean else 1
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+async def keep_serving(env_file: str | None, values: dict[str, str]) -> None:
+    """Serve until cancelled (Ctrl-C, SIGTERM), with the values the README's walkthrough needs."""
+    print("\nThe service and the sandbox keep running; Ctrl-C stops them. For the README's walkthrough:")
+    for name, value in values.items():
+        print(f"  export {name}={shlex.quote(value)}")
+    if env_file:
+        write_env_file(env_file, values)
+        print(f"  (also in {env_file}: source {env_file})")
+    print(f'  curl -H "Authorization: Bearer $KEY" {values["API"]}/v1/sellers/batik-sari/balances', flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        if env_file:  # a stale file would point at a stack that is gone
+            Path(env_file).unlink(missing_ok=True)  # noqa: ASYNC240 - on the way out, nothing else runs
 
 
 if __name__ == "__main__":

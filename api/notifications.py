@@ -60,7 +60,7 @@ async def receive_notification(services: Services, headers: Mapping[str, str], b
         notification = verify_notification(
             headers=headers,
             body=body,
-            secret_key=gateway.secret_key,
+            secret_key=gateway.secret_key.reveal(),
             notification_path=settings.notification_path,
             now=datetime.now(UTC),
             max_age=max_age,

@@ -8,14 +8,22 @@ turns into the use case's own input (``draft()``); each ``…Out`` is made from 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
 
 from api.problems import ApiError
 from ledger import split
-from ledger.orders import CartSplit, ExplicitSplit, Order, OrderDraft, refund_status
+from ledger.orders import (
+    INVOICE_NUMBER,
+    INVOICE_NUMBER_RULE,
+    CartSplit,
+    ExplicitSplit,
+    Order,
+    OrderDraft,
+    refund_status,
+)
 from ledger.refunds import Refund, RefundLine
 from ledger.service.payouts import PayoutDraft
 from ledger.service.refunds import RefundDraft
@@ -46,6 +54,9 @@ class GatewayIn(Struct, frozen=True, kw_only=True):
     commission_bps: Bps = 0
     platform_settlement_id: str | None = None
     send_split_instruction: bool = False
+
+    def __repr__(self) -> str:  # the secret key must never reach a log line
+        return f"GatewayIn(client_id={self.client_id!r}, base_url={self.base_url!r}, secret_key=***)"
 
 
 # -- sellers --------------------------------------------------------------------------------
@@ -96,7 +107,18 @@ class ExplicitSplitIn(Struct, frozen=True, kw_only=True, tag="explicit"):
 
 
 class OrderIn(Struct, frozen=True, kw_only=True):
-    invoice_number: Annotated[str, Meta(min_length=1, max_length=64, examples=["INV-20261124-0001"])]
+    FIELD_CODES: ClassVar[dict[str, str]] = {"$.invoice_number": "invalid_invoice_number"}
+
+    invoice_number: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=64,
+            pattern=INVOICE_NUMBER.pattern,
+            description=f"{INVOICE_NUMBER_RULE}: it names the order in URLs (else 422 invalid_invoice_number)",
+            examples=["INV-20261124-0001"],
+        ),
+    ]
     amount: Annotated[int, Meta(ge=1, le=999_999_999_999, description="whole rupiah", examples=[385_000])]
     line_items: Annotated[
         list[ItemIn],
@@ -158,6 +180,7 @@ class OrderOut(Struct, frozen=True, kw_only=True):
 
 class OrderPage(Struct, frozen=True, kw_only=True):
     items: list[OrderOut]
+    has_more: bool
     next_cursor: str | None
 
 

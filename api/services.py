@@ -13,14 +13,18 @@ from dataclasses import dataclass, field
 import httpx
 
 from api.doku import DokuGateway
+from api.metrics import METRICS
 from api.probe import DokuProbe
+from api.sealing import load_signer
 from api.settings import Settings
 from ledger.service.capture import CaptureBatcher
 from ledger.service.faults import Faults
 from ledger.service.idempotency import Answer, Keyed
 from ledger.service.platforms import ApiKeyVerifier
+from ledger.service.sealer import Sealer, Signer
 from ledger.store import Database, LedgerStore
 from ledger.store.database import create_pool
+from ledger.store.encryption import Keyring
 
 log = logging.getLogger("splitledger.services")
 
@@ -60,6 +64,8 @@ class Services:
     batcher: CaptureBatcher
     probe: DokuProbe
     faults: Faults
+    signer: Signer
+    sealer: Sealer
     background: Background = field(default_factory=Background)
 
     @property
@@ -76,19 +82,28 @@ def _no_answer(_: object) -> Answer:
 
 
 async def open_services(
-    settings: Settings, url: str, *, transport: httpx.AsyncBaseTransport | None = None, faults: Faults | None = None
+    settings: Settings,
+    url: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    faults: Faults | None = None,
+    keyring: Keyring | None = None,
 ) -> Services:
+    """The service's parts; ``keyring`` opens DOKU secrets (without one, reading a gateway fails)."""
     pool = await create_pool(url, min_size=settings.pool_min, max_size=settings.pool_max)
-    db = Database(pool, acquire_timeout_s=settings.db_acquire_timeout_s)
+    db = Database(pool, acquire_timeout_s=settings.db_acquire_timeout_s, keyring=keyring)
     doku = DokuGateway(settings, transport=transport)
+    signer = load_signer(settings)
     services = Services(
         settings=settings,
         db=db,
         verifier=ApiKeyVerifier(db),
         doku=doku,
-        batcher=CaptureBatcher(db),
+        batcher=CaptureBatcher(db, observe=METRICS.observe_batch),
         probe=DokuProbe(doku.base_urls, interval_s=settings.doku_probe_interval_s),
         faults=faults or Faults.from_spec(settings.faults, settings.fault_mode),
+        signer=signer,
+        sealer=Sealer(db, signer, interval_s=settings.sealer_interval_s, max_entries=settings.sealer_block_max),
     )
     await services.batcher.start()
     return services

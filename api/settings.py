@@ -55,6 +55,39 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # fault_mode "exit" ends the process there like kill -9. Empty in production.
     faults: str = ""
     fault_mode: str = "raise"
+    # Tamper evidence (api/sealing.py): the Ed25519 sealing key, and how often blocks are sealed
+    # (0 = no sealer in this process; run it in one process of a deployment, any is fine).
+    seal_key: str = ""
+    seal_key_file: str = ""
+    seal_retired_keys: str = ""
+    sealer_interval_s: float = 1.0
+    sealer_block_max: int = 5000
+    # -- exposure and abuse (api.guards, api.keyring) ------------------------------------------
+    # DOKU's base URL (the default above and each platform's) must be https; http is allowed only
+    # to a loopback host (127.0.0.0/8, ::1, localhost) when this is on: the DOKU sandbox of tests
+    # and of the demo. Never on in production.
+    doku_allow_loopback_http: bool = False
+    # /metrics answers only `Authorization: Bearer <metrics_token>`; empty = /metrics answers 401.
+    metrics_token: str = ""
+    # Token buckets per API key (requests under /v1) and per DOKU Client-Id (the notification
+    # endpoint): `burst` requests at once, refilled at `per_s`; 429 rate_limited with Retry-After
+    # beyond. Per process (each worker has its own). Off for the benchmarks (rate_limit_enabled).
+    rate_limit_enabled: bool = True
+    rate_limit_api_key_per_s: float = 100.0
+    rate_limit_api_key_burst: int = 300
+    rate_limit_notification_per_s: float = 200.0
+    rate_limit_notification_burst: int = 1000
+    # The key DOKU Secret Keys are encrypted with (AES-256-GCM): base64 of 32 bytes; several keys
+    # comma-separated = the first encrypts, every one decrypts (rotation). Or a file of such keys, one a
+    # line (mode 0600). With neither, the embedded PostgreSQL's default makes a key file beside its
+    # data directory; with DATABASE_URL set, one of the two is required.
+    secrets_key: str = ""
+    secrets_key_file: str = ""
+
+    def __repr__(self) -> str:  # keys and tokens never reach a log line
+        shown = {f: getattr(self, f) for f in self.__struct_fields__}
+        shown.update({f: "***" for f in ("secrets_key", "metrics_token", "database_url") if shown[f]})
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

@@ -84,10 +84,17 @@ def settlement_date(capture_day: date, working_days: int = SETTLEMENT_WORKING_DA
 
 
 def settlement_rows(
-    orders: Iterable[SandboxOrder], day: date, *, fee_bps: int, fee_fixed: int, client_id: str | None = None
+    orders: Iterable[SandboxOrder],
+    day: date,
+    *,
+    fee_bps: int,
+    fee_fixed: int,
+    client_id: str | None = None,
+    invoice_numbers: frozenset[str] | None = None,
 ) -> tuple[SettlementRow, ...]:
     """PAYMENT rows for orders captured on ``day`` (WIB), by capture time then invoice number; then
-    REFUND rows for the refunds made on ``day``, by refund time."""
+    REFUND rows for the refunds made on ``day``, by refund time. ``invoice_numbers`` narrows the
+    report to those orders (the walkthrough uses it)."""
     orders = tuple(orders)
     captured = [
         order
@@ -95,6 +102,7 @@ def settlement_rows(
         if order.captured_at is not None
         and order.captured_at.astimezone(WIB).date() == day
         and (client_id is None or order.client_id == client_id)
+        and (invoice_numbers is None or order.invoice_number in invoice_numbers)
     ]
     captured.sort(key=lambda order: (order.captured_at, order.invoice_number))
     rows = []
@@ -119,7 +127,9 @@ def settlement_rows(
         (refund.at, order, refund)
         for order in orders
         for refund in order.refunds
-        if refund.at.astimezone(WIB).date() == day and (client_id is None or order.client_id == client_id)
+        if refund.at.astimezone(WIB).date() == day
+        and (client_id is None or order.client_id == client_id)
+        and (invoice_numbers is None or order.invoice_number in invoice_numbers)
     ]
     refunded.sort(key=lambda found: (found[0], found[1].invoice_number, found[2].request_id))
     for at, order, refund in refunded:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.routes.chain import chain_handlers
 from api.routes.health import health, metrics
 from api.routes.ledger import LedgerController
 from api.routes.marketplace import marketplace_handlers
@@ -17,4 +18,4 @@ def public_handlers(settings: Settings) -> list[Any]:
 
 
 def v1_handlers() -> list[Any]:
-    return [LedgerController, *marketplace_handlers(), *money_handlers()]
+    return [LedgerController, *chain_handlers(), *marketplace_handlers(), *money_handlers()]

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ledger import errors
 from ledger.model import Posted
@@ -64,9 +64,10 @@ async def capture(db: Database, platform_id: str, request: CaptureRequest) -> Ca
 
 
 class CaptureBatcher:
-    def __init__(self, db: Database, *, max_batch: int = 500) -> None:
+    def __init__(self, db: Database, *, max_batch: int = 500, observe: Callable[[int], None] | None = None) -> None:
         self.db = db
         self.max_batch = max_batch
+        self.observe = observe  # told each committed batch's size (metrics)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0
@@ -86,6 +87,10 @@ class CaptureBatcher:
             _, _, future = self._queue.get_nowait()
             if not future.done():
                 future.cancel()
+
+    def depth(self) -> int:
+        """Captures waiting for the next batch."""
+        return self._queue.qsize()
 
     async def capture(self, platform_id: str, request: CaptureRequest) -> CaptureResult:
         if self._worker is None:
@@ -137,6 +142,8 @@ class CaptureBatcher:
         results = await self.db.transaction(work)
         self.batches += 1
         self.captures += len(batch)
+        if self.observe is not None:
+            self.observe(len(batch))
         for index, (_, _, future) in enumerate(batch):
             if not future.done():
                 future.set_result(results[index])

@@ -25,9 +25,15 @@ Action = Literal["note", "capture", "write_off"]
 
 
 async def list_exceptions(
-    db: Database, platform_id: str, *, open_only: bool = True, limit: int = 100
+    db: Database,
+    platform_id: str,
+    *,
+    open_only: bool = True,
+    before: tuple[datetime, int] | None = None,
+    limit: int = 100,
 ) -> list[ReconciliationException]:
-    return await db.read(lambda uow: uow.exceptions.page(platform_id, open_only=open_only, limit=limit))
+    """Newest first; ``before`` is the ``(created_at, exception_id)`` of the last one seen."""
+    return await db.read(lambda uow: uow.exceptions.page(platform_id, open_only=open_only, before=before, limit=limit))
 
 
 async def resolve_exception(

@@ -20,12 +20,14 @@ from datetime import UTC, datetime, timedelta
 
 from ledger import errors, split
 from ledger.orders import (
+    INVOICE_NUMBER_RULE,
     STATUS_CONFLICT,
     CaptureRequest,
     Order,
     OrderDraft,
     conflict_evidence,
     freeze_policy,
+    is_addressable_invoice_number,
     is_contradiction,
     named_sellers,
 )
@@ -41,6 +43,8 @@ SEND_STATUSES = ("created", "send_failed")
 
 
 async def create_order(db: Database, doku: PaymentGateway, keyed: Keyed, platform_id: str, draft: OrderDraft) -> Order:
+    if not is_addressable_invoice_number(draft.invoice_number):
+        raise errors.InvalidInvoiceNumber(f"invoice numbers are {INVOICE_NUMBER_RULE}")
     request_id = keyed.derive("pay", 24)
 
     async def create(uow: UnitOfWork) -> None:

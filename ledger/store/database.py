@@ -25,6 +25,8 @@ import msgspec
 
 import ledger.store.driver as driver
 from ledger import errors
+from ledger.store.chain import ChainTable
+from ledger.store.encryption import Keyring
 from ledger.store.exceptions import ExceptionsTable
 from ledger.store.gateways import GatewaysTable
 from ledger.store.idempotency import IdempotencyKeys
@@ -47,13 +49,18 @@ Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 class UnitOfWork:
     """The tables of one transaction (or of one connection, for reads)."""
 
-    def __init__(self, conn: asyncpg.Connection, ledger: LedgerStore) -> None:
+    def __init__(self, conn: asyncpg.Connection, ledger: LedgerStore, keyring: Keyring | None = None) -> None:
         self.conn = conn
         self._ledger = ledger
+        self._keyring = keyring
 
     @cached_property
     def ledger(self) -> BoundLedger:
         return BoundLedger(self._ledger, self.conn)
+
+    @cached_property
+    def chain(self) -> ChainTable:
+        return ChainTable(self.conn)
 
     @cached_property
     def orders(self) -> OrdersTable:
@@ -85,7 +92,7 @@ class UnitOfWork:
 
     @cached_property
     def gateways(self) -> GatewaysTable:
-        return GatewaysTable(self.conn)
+        return GatewaysTable(self.conn, self._keyring)
 
     @cached_property
     def platforms(self) -> PlatformsTable:
@@ -101,11 +108,12 @@ class UnitOfWork:
 
 
 class Database:
-    """The pool, and the only way to run SQL on it."""
+    """The pool, and the only way to run SQL on it; ``keyring`` seals and opens DOKU secrets."""
 
-    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout_s: float = 2.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout_s: float = 2.0, keyring: Keyring | None = None) -> None:
         self.pool = pool
         self.acquire_timeout_s = acquire_timeout_s
+        self.keyring = keyring
         self.ledger = LedgerStore(pool, database=self)
 
     @asynccontextmanager
@@ -131,7 +139,7 @@ class Database:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with self._acquire() as conn, conn.transaction(isolation=isolation, readonly=readonly):
-                    return await work(UnitOfWork(conn, self.ledger))
+                    return await work(UnitOfWork(conn, self.ledger, self.keyring))
             except TRANSIENT:
                 if attempt == MAX_ATTEMPTS:
                     raise errors.StoreUnavailable("gave up after repeated transaction conflicts") from None
@@ -141,7 +149,7 @@ class Database:
     async def read(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         """Run ``await work(uow)`` on one connection without an explicit transaction (reads)."""
         async with self._acquire() as conn:
-            return await work(UnitOfWork(conn, self.ledger))
+            return await work(UnitOfWork(conn, self.ledger, self.keyring))
 
     async def ping(self) -> float:
         """Round trip to the database in seconds; ``StoreUnavailable`` when it cannot be reached."""

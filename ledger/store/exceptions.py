@@ -58,16 +58,21 @@ class ExceptionsTable:
             [e.detail for e in found],
         )
 
-    async def page(self, platform_id: str, *, open_only: bool, limit: int) -> list[ReconciliationException]:
+    async def page(
+        self, platform_id: str, *, open_only: bool, limit: int, before: tuple[datetime, int] | None = None
+    ) -> list[ReconciliationException]:
         rows = await self.conn.fetch(
             """
             SELECT * FROM reconciliation_exceptions
              WHERE platform_id = $1 AND (NOT $2 OR resolved_at IS NULL)
-             ORDER BY created_at DESC LIMIT $3
+               AND ($4::timestamptz IS NULL OR (created_at, exception_id) < ($4, $5))
+             ORDER BY created_at DESC, exception_id DESC LIMIT $3
             """,
             platform_id,
             open_only,
             limit,
+            before[0] if before else None,
+            before[1] if before else None,
         )
         return [_exception(r) for r in rows]
 

@@ -155,7 +155,8 @@ async def test_status_check_and_settlement_import_from_the_command_line(database
         argv = ["--database-url", database_url, "import-settlement", "--platform", stack.platform_id, str(report)]
         assert await asyncio.to_thread(main, argv) == 0
         captured = capsys.readouterr()
-        assert "booked=1" in captured.out.replace(" ", "") and "importing [" in captured.err
+        assert "1 line(s) booked, 0 exception(s)" in captured.out and "importing" in captured.err
+        assert "1/1" in captured.err  # the progress bar's last state
         assert (await stack.client.get("/v1/orders/INV-CLI-1")).json()["settled_at"] is not None
         balances = (await stack.client.get("/v1/sellers/tenun/balances")).json()
         assert balances["pending"] == 0 and balances["available"] == 120_000 - 6_000  # 5 % commission

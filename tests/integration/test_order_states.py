@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from api.keyring import generate_key, parse_keys
 from ledger import errors
 from ledger.orders import CaptureRequest
 from ledger.service import capture as capture_service
 from ledger.service import exceptions, gateways, orders
 from ledger.service.gateway import PaymentStatus
 from ledger.service.settlement import import_settlement_report
+from ledger.store import Database
+from ledger.store.encryption import Keyring
 from ledger.store.gateways import GatewaySettings
 from tests.integration.marketplace_fixtures import (  # noqa: F401 (market_pool is a fixture)
     Market,
@@ -138,6 +141,8 @@ class AnswersSuccess:
 async def test_success_after_failure_is_captured_only_by_the_operator_and_the_report_is_then_rebooked(market_pool):
     m = await new_market(market_pool, "alice")
     await order_in(m, "INV-1", "failed")
+    # A gateway for the status check to read (its secret sealed under a throwaway key).
+    m.db = Database(m.pool, keyring=Keyring(parse_keys(generate_key())))
     await gateways.configure_gateway(m.db, m.pid, GatewaySettings(client_id=f"MCH-{m.pid}", secret_key="SK-x"))
     # DOKU's settlement report comes first: the order is not captured, so its line is an exception.
     report = report_csv([("INV-1", 50_000, 0, 50_000, "2024-05-06")])
