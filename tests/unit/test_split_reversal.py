@@ -234,6 +234,20 @@ def test_every_step_of_a_chain_is_the_give_back_rule_as_written(allocation: Allo
         before = {p: before[p] + reversal.parts()[p] for p in budget}
 
 
+@settings(max_examples=600, deadline=None)
+@given(allocation=small_allocations(), data=st.data())
+def test_on_tiny_orders_where_targets_move_backwards_often_every_step_is_the_rule_as_written(allocation, data):
+    budget = reversal_budget(allocation)
+    amounts = data.draw(refund_chains(allocation.gross))
+    before = dict.fromkeys(budget, 0)
+    reversals: list[Reversal] = []
+    for amount in amounts:
+        reversal = reverse(allocation, sum_reversals(reversals) if reversals else None, amount)
+        assert reversal.parts() == step_as_written(budget, before, amount), (amount, before)
+        reversals.append(reversal)
+        before = {p: before[p] + reversal.parts()[p] for p in budget}
+
+
 def test_the_non_tie_give_back_example_takes_the_rupiah_by_step_not_by_what_is_left() -> None:
     shares = (Share(party="andi", fixed=30), Share(party="budi", fixed=6), Share(party="citra", fixed=1))
     toy = allocate(63, [], ExplicitPolicy(shares=shares, remainder_to="dewi"), FeePolicy())
