@@ -1,0 +1,297 @@
+-- The ledger's invariants, checked set-based: once per statement and once per transaction, over
+-- the rows written, instead of once per row.
+--
+-- 0001 defended the ledger with per-row PL/pgSQL triggers: two lookups before each posting (its
+-- account, its previous posting), and at commit one more per posting, one per updated account and
+-- a re-sum per entry. Under a flash sale those per-row calls were the measured cost per capture.
+-- The invariants are unchanged (tests/integration/test_db_invariants.py checks every one of them,
+-- by SQLSTATE and constraint name); only when and how they are checked changes:
+--
+--   after each INSERT/COPY into postings (one statement-level trigger over its transition table):
+--     * the posting's account exists on the posting's platform   postings_account_exists
+--     * the posting's currency is its account's                   postings_currency_matches_account
+--     * its running balance continues the account's previous      postings_running_balance
+--       posting (in the same statement, or the stored one)
+--     * an account's postings are recorded in time order          postings_recorded_in_order
+--     * an account that may not go negative never does            postings_balance_non_negative
+--   at commit (one deferred check per transaction, fed by the statement-level triggers of
+--   postings, journal_entries and accounts through ledger_pending_checks):
+--     * every entry written or posted to has at least two         journal_entries_has_postings
+--       postings, balances per currency, and keeps to one         journal_entries_balanced
+--       currency unless it says multi_currency                    journal_entries_single_currency
+--     * every account posted to or updated has the stored         accounts_balance_matches_postings
+--       balance and version of its last posting
+--
+-- The commit-time check needs no table lookups in the common case (entries created and posted in
+-- the same transaction, accounts posted and updated in it): the statement-level triggers record
+-- the per-entry sums and the last posting and last update of each account as they go, and the
+-- check compares those. Only an entry of an earlier transaction that gets a posting is re-summed
+-- from the table, and only an account posted without an update (or updated without a posting) is
+-- read back. Rolled-back savepoints roll back what their statements recorded, with their rows.
+--
+-- ledger_pending_checks is UNLOGGED: a row lives only inside its own transaction (inserted by the
+-- first ledger write, deleted by the check at commit), so it needs no WAL and survives no crash.
+--
+-- Citus (distributed by platform_id): statement-level triggers and transition tables are refused on
+-- distributed tables. There, the same checks run as row-level triggers on each shard (0001's
+-- functions, which only read rows of the posting's own platform and so stay on its shard), at the
+-- per-row cost; see BENCHMARKS.md.
+
+CREATE TYPE ledger_entry_key AS (platform_id text, entry_id bigint);
+CREATE TYPE ledger_entry_total AS (platform_id text, entry_id bigint, currency text, total numeric, postings bigint);
+CREATE TYPE ledger_account_state AS (platform_id text, account_id bigint, version bigint, balance bigint);
+
+CREATE UNLOGGED TABLE ledger_pending_checks (
+    txid xid8 PRIMARY KEY,
+    entries ledger_entry_key[] NOT NULL DEFAULT '{}',           -- entries inserted by this transaction
+    entry_totals ledger_entry_total[] NOT NULL DEFAULT '{}',    -- its postings, summed per entry and currency
+    posted ledger_account_state[] NOT NULL DEFAULT '{}',        -- each account's last posting in it
+    updated ledger_account_state[] NOT NULL DEFAULT '{}'        -- each account's balance after each update, in order
+);
+ALTER TABLE ledger_pending_checks SET (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 1000);
+
+-- The old per-row checks go; their functions stay (the per-row variant for Citus shards).
+DROP TRIGGER postings_check ON postings;
+-- A posting's account is checked by the statement-level trigger below, which names the problem
+-- (postings_account_exists); the foreign key stays as a second line and for what only it does
+-- (a TRUNCATE of accounts cascades to the append-only postings and is refused there), checked
+-- at commit so the precise refusal comes first.
+ALTER TABLE postings ALTER CONSTRAINT postings_platform_id_account_id_fkey DEFERRABLE INITIALLY DEFERRED;
+DROP TRIGGER journal_entries_balanced ON journal_entries;
+DROP TRIGGER postings_committed ON postings;
+DROP TRIGGER accounts_balance_matches_postings ON accounts;
+
+-- After each statement that inserts postings --------------------------------------------------
+
+CREATE FUNCTION ledger_postings_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    bad record;
+BEGIN
+    IF NOT EXISTS (SELECT FROM inserted) THEN
+        RETURN NULL;
+    END IF;
+    -- Each posting against its account and its predecessor: the posting before it in this
+    -- statement, or else the account's stored previous posting. Lookups are per account and
+    -- statement, not per posting (LATERAL ... LIMIT 1 keeps them index probes whatever the
+    -- planner guesses about the transition table).
+    WITH ordered AS MATERIALIZED (
+        SELECT n.posting_id, n.platform_id, n.account_id, n.account_version, n.amount, n.currency,
+               n.balance_after, n.created_at,
+               lag(n.account_version) OVER w AS here_version,
+               lag(n.balance_after) OVER w AS here_balance,
+               lag(n.created_at) OVER w AS here_at
+          FROM inserted n
+        WINDOW w AS (PARTITION BY n.platform_id, n.account_id ORDER BY n.account_version)
+    ), account AS MATERIALIZED (
+        SELECT k.platform_id, k.account_id, a.currency, a.allow_negative, a.normal_sign
+          FROM (SELECT DISTINCT platform_id, account_id FROM inserted) k
+          LEFT JOIN LATERAL (
+              SELECT a.currency, a.allow_negative, a.normal_sign FROM accounts a
+               WHERE a.platform_id = k.platform_id AND a.account_id = k.account_id LIMIT 1
+          ) a ON true
+    ), checked AS (
+        SELECT o.posting_id, o.account_id, o.account_version, o.amount, o.balance_after, o.created_at,
+               o.currency, a.currency IS NULL AS no_account, a.currency AS account_currency, a.allow_negative,
+               a.normal_sign,
+               CASE WHEN o.here_version = o.account_version - 1 THEN o.here_balance
+                    WHEN o.account_version = 1 THEN 0
+                    ELSE stored.balance_after END AS previous,
+               CASE WHEN o.here_version = o.account_version - 1 THEN o.here_at ELSE stored.created_at END AS previous_at
+          FROM ordered o
+          JOIN account a ON a.platform_id = o.platform_id AND a.account_id = o.account_id
+          LEFT JOIN LATERAL (
+              SELECT p.balance_after, p.created_at FROM postings p
+               WHERE o.here_version IS DISTINCT FROM o.account_version - 1 AND o.account_version > 1
+                 AND p.platform_id = o.platform_id AND p.account_id = o.account_id
+                 AND p.account_version = o.account_version - 1
+               LIMIT 1
+          ) stored ON true
+    )
+    SELECT * INTO bad FROM checked c
+     WHERE c.no_account
+        OR c.account_currency <> c.currency
+        OR c.previous IS NULL
+        OR c.created_at < c.previous_at
+        OR c.balance_after <> c.previous + c.amount * c.normal_sign
+        OR (NOT c.allow_negative AND c.balance_after < 0)
+     ORDER BY c.posting_id
+     LIMIT 1;
+    IF FOUND THEN
+        IF bad.no_account THEN
+            RAISE EXCEPTION 'posting to unknown account %', bad.account_id
+                USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'postings_account_exists';
+        ELSIF bad.account_currency <> bad.currency THEN
+            RAISE EXCEPTION 'posting currency % differs from account currency %', bad.currency, bad.account_currency
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'postings_currency_matches_account';
+        ELSIF bad.previous IS NULL THEN
+            RAISE EXCEPTION 'posting version % of account % does not follow a previous posting',
+                bad.account_version, bad.account_id
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'postings_running_balance';
+        ELSIF bad.created_at < bad.previous_at THEN
+            -- Point-in-time balances read the last posting at or before an instant: an account's
+            -- postings must never be recorded out of time order.
+            RAISE EXCEPTION 'posting of account % recorded at % before its previous posting (%)',
+                bad.account_id, bad.created_at, bad.previous_at
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'postings_recorded_in_order';
+        ELSIF bad.balance_after <> bad.previous + bad.amount * bad.normal_sign THEN
+            RAISE EXCEPTION 'running balance % <> % + % * %', bad.balance_after, bad.previous, bad.amount,
+                bad.normal_sign
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'postings_running_balance';
+        ELSE
+            RAISE EXCEPTION 'account % may not go negative', bad.account_id
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'postings_balance_non_negative';
+        END IF;
+    END IF;
+
+    INSERT INTO ledger_pending_checks AS c (txid, entry_totals, posted)
+    VALUES (
+        pg_current_xact_id(),
+        ARRAY(SELECT ROW(platform_id, entry_id, currency, sum(amount), count(*))::ledger_entry_total
+                FROM inserted GROUP BY platform_id, entry_id, currency),
+        ARRAY(SELECT DISTINCT ON (platform_id, account_id)
+                     ROW(platform_id, account_id, account_version, balance_after)::ledger_account_state
+                FROM inserted ORDER BY platform_id, account_id, account_version DESC)
+    )
+    ON CONFLICT (txid) DO UPDATE
+       SET entry_totals = c.entry_totals || EXCLUDED.entry_totals, posted = c.posted || EXCLUDED.posted;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER postings_checked AFTER INSERT ON postings
+    REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION ledger_postings_inserted();
+
+CREATE FUNCTION ledger_entries_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM inserted) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO ledger_pending_checks AS c (txid, entries)
+    VALUES (pg_current_xact_id(), ARRAY(SELECT ROW(platform_id, entry_id)::ledger_entry_key FROM inserted))
+    ON CONFLICT (txid) DO UPDATE SET entries = c.entries || EXCLUDED.entries;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER journal_entries_checked AFTER INSERT ON journal_entries
+    REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION ledger_entries_inserted();
+
+CREATE FUNCTION ledger_accounts_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM updated) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO ledger_pending_checks AS c (txid, updated)
+    VALUES (pg_current_xact_id(),
+            ARRAY(SELECT ROW(platform_id, account_id, version, balance)::ledger_account_state FROM updated))
+    ON CONFLICT (txid) DO UPDATE SET updated = c.updated || EXCLUDED.updated;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER accounts_checked AFTER UPDATE ON accounts
+    REFERENCING NEW TABLE AS updated FOR EACH STATEMENT EXECUTE FUNCTION ledger_accounts_updated();
+
+-- Once per transaction, at commit --------------------------------------------------------------
+
+CREATE FUNCTION ledger_check_pending() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    pending ledger_pending_checks;
+    bad record;
+BEGIN
+    DELETE FROM ledger_pending_checks WHERE txid = NEW.txid RETURNING * INTO pending;
+    IF NOT FOUND THEN
+        RETURN NULL;  -- checked already (SET CONSTRAINTS ... IMMEDIATE)
+    END IF;
+
+    -- Entries: those created in this transaction from the sums recorded as their postings were
+    -- written (all of an entry's postings are written in its own transaction or later ones);
+    -- entries of earlier transactions that got postings now are re-summed from the table.
+    WITH created AS (
+        SELECT DISTINCT platform_id, entry_id FROM unnest(pending.entries)
+    ), posted_to AS (
+        SELECT DISTINCT platform_id, entry_id FROM unnest(pending.entry_totals)
+    ), older AS (
+        SELECT platform_id, entry_id FROM posted_to EXCEPT SELECT platform_id, entry_id FROM created
+    ), per_currency AS (
+        SELECT t.platform_id, t.entry_id, t.currency, sum(t.total) AS total, sum(t.postings) AS postings
+          FROM unnest(pending.entry_totals) t
+          JOIN created c ON c.platform_id = t.platform_id AND c.entry_id = t.entry_id
+         GROUP BY t.platform_id, t.entry_id, t.currency
+        UNION ALL
+        SELECT o.platform_id, o.entry_id, s.currency, s.total, s.postings
+          FROM older o
+          JOIN LATERAL (
+              SELECT p.currency, sum(p.amount) AS total, count(*) AS postings FROM postings p
+               WHERE p.platform_id = o.platform_id AND p.entry_id = o.entry_id GROUP BY p.currency
+          ) s ON true
+    ), per_entry AS (
+        SELECT e.platform_id, e.entry_id, coalesce(sum(x.postings), 0) AS postings,
+               count(*) FILTER (WHERE x.total <> 0) AS unbalanced, count(x.currency) AS currencies
+          FROM (SELECT * FROM created UNION SELECT * FROM older) e
+          LEFT JOIN per_currency x ON x.platform_id = e.platform_id AND x.entry_id = e.entry_id
+         GROUP BY e.platform_id, e.entry_id
+    )
+    SELECT pe.*, j.multi_currency INTO bad
+      FROM per_entry pe
+      LEFT JOIN LATERAL (
+          SELECT j.multi_currency FROM journal_entries j
+           WHERE pe.currencies > 1 AND j.platform_id = pe.platform_id AND j.entry_id = pe.entry_id LIMIT 1
+      ) j ON true
+     WHERE pe.postings < 2 OR pe.unbalanced > 0 OR (pe.currencies > 1 AND NOT j.multi_currency)
+     ORDER BY pe.entry_id
+     LIMIT 1;
+    IF FOUND THEN
+        IF bad.postings < 2 THEN
+            RAISE EXCEPTION 'journal entry % has % postings (at least 2 needed)', bad.entry_id, bad.postings
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'journal_entries_has_postings';
+        ELSIF bad.unbalanced > 0 THEN
+            RAISE EXCEPTION 'journal entry % does not balance', bad.entry_id
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'journal_entries_balanced';
+        ELSE
+            RAISE EXCEPTION 'journal entry % mixes currencies', bad.entry_id
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'journal_entries_single_currency';
+        END IF;
+    END IF;
+
+    -- Accounts: the stored balance and version are those of the account's last posting. Posted
+    -- and updated here: compare what was recorded; posted only: read the stored row; updated
+    -- only: read the last posting.
+    WITH posted AS (
+        SELECT DISTINCT ON (platform_id, account_id) platform_id, account_id, version, balance
+          FROM unnest(pending.posted) ORDER BY platform_id, account_id, version DESC
+    ), updated AS (
+        SELECT DISTINCT ON (platform_id, account_id) platform_id, account_id, version, balance
+          FROM unnest(pending.updated) WITH ORDINALITY AS u(platform_id, account_id, version, balance, ord)
+         ORDER BY platform_id, account_id, ord DESC
+    ), compared AS (
+        SELECT coalesce(p.platform_id, u.platform_id) AS platform_id,
+               coalesce(p.account_id, u.account_id) AS account_id,
+               coalesce(u.balance, stored.balance) AS stored_balance,
+               coalesce(u.version, stored.version) AS stored_version,
+               CASE WHEN p.account_id IS NOT NULL THEN p.balance ELSE coalesce(last.balance_after, 0) END AS last_balance,
+               CASE WHEN p.account_id IS NOT NULL THEN p.version ELSE coalesce(last.account_version, 0) END AS last_version
+          FROM posted p
+          FULL JOIN updated u ON u.platform_id = p.platform_id AND u.account_id = p.account_id
+          LEFT JOIN LATERAL (
+              SELECT a.balance, a.version FROM accounts a
+               WHERE u.account_id IS NULL AND a.platform_id = p.platform_id AND a.account_id = p.account_id
+               LIMIT 1
+          ) stored ON true
+          LEFT JOIN LATERAL (
+              SELECT l.balance_after, l.account_version FROM postings l
+               WHERE p.account_id IS NULL AND l.platform_id = u.platform_id AND l.account_id = u.account_id
+               ORDER BY l.account_version DESC LIMIT 1
+          ) last ON true
+    )
+    SELECT * INTO bad FROM compared
+     WHERE stored_balance IS DISTINCT FROM last_balance OR stored_version IS DISTINCT FROM last_version
+     ORDER BY account_id
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'account % balance/version (%/%) disagree with its last posting (%/%)',
+            bad.account_id, bad.stored_balance, bad.stored_version, bad.last_balance, bad.last_version
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'accounts_balance_matches_postings';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE CONSTRAINT TRIGGER ledger_pending_checked AFTER INSERT ON ledger_pending_checks
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_check_pending();
