@@ -17,6 +17,7 @@ from api.probe import DokuProbe
 from api.settings import Settings
 from ledger.service.capture import CaptureBatcher
 from ledger.service.faults import Faults
+from ledger.service.gateways import GatewayCache
 from ledger.service.idempotency import Answer, Keyed
 from ledger.service.platforms import ApiKeyVerifier
 from ledger.store import Database, LedgerStore
@@ -60,6 +61,7 @@ class Services:
     batcher: CaptureBatcher
     probe: DokuProbe
     faults: Faults
+    gateway_cache: GatewayCache
     background: Background = field(default_factory=Background)
 
     @property
@@ -81,14 +83,18 @@ async def open_services(
     pool = await create_pool(url, min_size=settings.pool_min, max_size=settings.pool_max)
     db = Database(pool, acquire_timeout_s=settings.db_acquire_timeout_s)
     doku = DokuGateway(settings, transport=transport)
+    faults = faults or Faults.from_spec(settings.faults, settings.fault_mode)
     services = Services(
         settings=settings,
         db=db,
         verifier=ApiKeyVerifier(db),
         doku=doku,
-        batcher=CaptureBatcher(db),
+        batcher=CaptureBatcher(
+            db, max_batch=settings.capture_max_batch, in_flight=settings.capture_in_flight, faults=faults
+        ),
         probe=DokuProbe(doku.base_urls, interval_s=settings.doku_probe_interval_s),
-        faults=faults or Faults.from_spec(settings.faults, settings.fault_mode),
+        faults=faults,
+        gateway_cache=GatewayCache(db, ttl_s=settings.gateway_cache_ttl_s),
     )
     await services.batcher.start()
     return services

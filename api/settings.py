@@ -55,6 +55,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # fault_mode "exit" ends the process there like kill -9. Empty in production.
     faults: str = ""
     fault_mode: str = "raise"
+    # Group commit of DOKU's notifications (ledger.service.capture): the most members one
+    # transaction carries, and how many such transactions may be in flight at once (each on its own
+    # pooled connection, so keep it well below pool_max).
+    capture_max_batch: int = 500
+    capture_in_flight: int = 2
+    # How long a worker trusts its cached DOKU account (Client-Id -> platform and secret) before it
+    # reads it again: a change made through another worker is seen within this time (one made
+    # through this worker at once; a signature that fails against a cached secret is re-checked).
+    gateway_cache_ttl_s: float = 2.0
 
 
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

@@ -53,7 +53,9 @@ class PlatformController(Controller):
     async def put_gateway(
         self, services: ServicesDep, platform_id: PlatformId, data: JSONBody[GatewayIn]
     ) -> GatewayView:
-        return _view(await gateways.configure_gateway(services.db, platform_id, gateway_settings(data)))
+        return _view(
+            await gateways.configure_gateway(services.db, platform_id, gateway_settings(data), services.gateway_cache)
+        )
 
     @get("/gateway", summary="The platform's DOKU settings (the secret is never shown)")
     async def get_gateway(self, services: ServicesDep, platform_id: PlatformId) -> GatewayView:

@@ -7,7 +7,8 @@ Rules:
   which DOKU treats as an idempotency key), never lost, never duplicated.
 * DOKU's "SUCCESS" to a payment request only means the request reached the customer's app; only a
   notification or a status check captures, through the one capture path (``apply_payment_status``).
-* A capture that does not match its order is never posted; it becomes a reconciliation exception.
+* A capture that does not match its order is never posted; it becomes a reconciliation exception,
+  in the same transaction as the notification's inbox row.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from ledger import errors, split
-from ledger.orders import CaptureRequest, Order, OrderDraft, freeze_policy, named_sellers
-from ledger.service.capture import CaptureBatcher
+from ledger.orders import Order, OrderDraft, freeze_policy, named_sellers
+from ledger.service.capture import CaptureBatcher, PaymentWord
 from ledger.service.gateway import Delivered, Outcome, PaymentGateway, Refused, Unreachable
 from ledger.service.idempotency import Keyed
 from ledger.store.database import Database, UnitOfWork
-from ledger.store.exceptions import NewException
 from ledger.store.gateways import Gateway
+from ledger.store.inbox import Delivery
 
 SEND_STATUSES = ("created", "send_failed")
 
@@ -118,7 +119,6 @@ def parse_doku_time(value: str | None) -> datetime | None:
 
 
 async def apply_payment_status(
-    db: Database,
     batcher: CaptureBatcher,
     platform_id: str,
     invoice_number: str,
@@ -126,35 +126,18 @@ async def apply_payment_status(
     status: str,
     date: str | None,
     source: str,
+    delivery: Delivery | None = None,
 ) -> str:
-    """The one path from DOKU's word about a payment to the books; returns the outcome."""
-    status = status.upper()
-    if status == "SUCCESS":
-        result = await batcher.capture(
-            platform_id,
-            CaptureRequest(invoice_number=invoice_number, amount=amount, at=parse_doku_time(date), source=source),
-        )
-        if result.outcome in ("amount_mismatch", "unknown_invoice"):
-            found = NewException(
-                kind=result.outcome,
-                source=source,
-                invoice_number=invoice_number,
-                expected=result.expected,
-                actual=amount,
-            )
-            await db.transaction(lambda uow: uow.exceptions.add(platform_id, [found]))
-        return result.outcome
-    if status in ("FAILED", "EXPIRED", "TIMEOUT"):
-        closed = await db.transaction(
-            lambda uow: uow.orders.set_status(
-                platform_id,
-                invoice_number,
-                "expired" if status in ("EXPIRED", "TIMEOUT") else "failed",
-                closed_reason=f"doku_{status.lower()}",
-            )
-        )
-        return "closed" if closed is not None else "ignored"
-    return "ignored"
+    """The one path from DOKU's word about a payment to the books; returns the outcome.
+
+    The word is one member of a group-committed batch (``ledger.service.capture``): its capture,
+    its order's update, the reconciliation exception of a mismatch and ``delivery`` (the inbox row
+    of a notification) commit together, before this returns.
+    """
+    word = PaymentWord(
+        invoice_number=invoice_number, amount=amount, status=status.upper(), at=parse_doku_time(date), source=source
+    )
+    return (await batcher.apply(platform_id, word, delivery)).outcome
 
 
 async def check_order_status(
@@ -169,7 +152,7 @@ async def check_order_status(
         answer = await doku.check_status(gateway, invoice_number)
         if not isinstance(answer, Unreachable):
             await apply_payment_status(
-                db, batcher, platform_id, invoice_number, answer.amount, answer.status, answer.date, "status_check"
+                batcher, platform_id, invoice_number, answer.amount, answer.status, answer.date, "status_check"
             )
     return await keyed.finish(lambda uow: uow.orders.get(platform_id, invoice_number))
 

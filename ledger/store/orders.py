@@ -12,6 +12,9 @@ import msgspec
 from ledger import errors, split
 from ledger.orders import OPEN_STATUSES, Capturable, Order, OrderPolicy, OrderStatus
 
+# The capture path decodes the allocation straight from its JSON text into the typed record.
+_decode_allocation = msgspec.json.Decoder(split.Allocation).decode
+
 
 def order_from_row(row: asyncpg.Record) -> Order:
     return Order(
@@ -160,7 +163,7 @@ class OrdersTable:
         """Only what capture reads (the hot path; the order's request document is large), locked."""
         rows = await self.conn.fetch(
             """
-            SELECT invoice_number, amount, status, capture_entry_id, allocation
+            SELECT invoice_number, amount, status, capture_entry_id, allocation::text AS allocation
               FROM orders WHERE platform_id = $1 AND invoice_number = ANY($2::text[])
              ORDER BY invoice_number FOR UPDATE
             """,
@@ -172,7 +175,7 @@ class OrdersTable:
                 amount=r["amount"],
                 status=r["status"],
                 capture_entry_id=r["capture_entry_id"],
-                allocation=msgspec.convert(r["allocation"], split.Allocation),
+                allocation=_decode_allocation(r["allocation"]),
             )
             for r in rows
         }
