@@ -37,16 +37,21 @@
 -- functions, which only read rows of the posting's own platform and so stay on its shard), at the
 -- per-row cost; see BENCHMARKS.md.
 
-CREATE TYPE ledger_entry_key AS (platform_id text, entry_id bigint);
-CREATE TYPE ledger_entry_total AS (platform_id text, entry_id bigint, currency text, total numeric, postings bigint);
-CREATE TYPE ledger_account_state AS (platform_id text, account_id bigint, version bigint, balance bigint);
-
+-- Parallel arrays of plain values (cheaper to append to and to unnest than arrays of records).
 CREATE UNLOGGED TABLE ledger_pending_checks (
     txid xid8 PRIMARY KEY,
-    entries ledger_entry_key[] NOT NULL DEFAULT '{}',           -- entries inserted by this transaction
-    entry_totals ledger_entry_total[] NOT NULL DEFAULT '{}',    -- its postings, summed per entry and currency
-    posted ledger_account_state[] NOT NULL DEFAULT '{}',        -- each account's last posting in it
-    updated ledger_account_state[] NOT NULL DEFAULT '{}'        -- each account's balance after each update, in order
+    -- entries inserted by this transaction
+    e_platform text[] NOT NULL DEFAULT '{}', e_entry bigint[] NOT NULL DEFAULT '{}',
+    -- its postings, summed per entry and currency (one element per statement, entry and currency)
+    t_platform text[] NOT NULL DEFAULT '{}', t_entry bigint[] NOT NULL DEFAULT '{}',
+    t_currency text[] NOT NULL DEFAULT '{}', t_total numeric[] NOT NULL DEFAULT '{}',
+    t_count bigint[] NOT NULL DEFAULT '{}',
+    -- each account's last posting, per statement
+    p_platform text[] NOT NULL DEFAULT '{}', p_account bigint[] NOT NULL DEFAULT '{}',
+    p_version bigint[] NOT NULL DEFAULT '{}', p_balance bigint[] NOT NULL DEFAULT '{}',
+    -- each account's balance and version after each update, in order
+    u_platform text[] NOT NULL DEFAULT '{}', u_account bigint[] NOT NULL DEFAULT '{}',
+    u_version bigint[] NOT NULL DEFAULT '{}', u_balance bigint[] NOT NULL DEFAULT '{}'
 );
 ALTER TABLE ledger_pending_checks SET (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 1000);
 
@@ -143,17 +148,21 @@ BEGIN
         END IF;
     END IF;
 
-    INSERT INTO ledger_pending_checks AS c (txid, entry_totals, posted)
-    VALUES (
-        pg_current_xact_id(),
-        ARRAY(SELECT ROW(platform_id, entry_id, currency, sum(amount), count(*))::ledger_entry_total
-                FROM inserted GROUP BY platform_id, entry_id, currency),
-        ARRAY(SELECT DISTINCT ON (platform_id, account_id)
-                     ROW(platform_id, account_id, account_version, balance_after)::ledger_account_state
-                FROM inserted ORDER BY platform_id, account_id, account_version DESC)
-    )
+    INSERT INTO ledger_pending_checks AS c (txid, t_platform, t_entry, t_currency, t_total, t_count,
+                                            p_platform, p_account, p_version, p_balance)
+    SELECT pg_current_xact_id(), t.*, p.*
+      FROM (SELECT array_agg(platform_id), array_agg(entry_id), array_agg(currency), array_agg(total), array_agg(n)
+              FROM (SELECT platform_id, entry_id, currency, sum(amount) AS total, count(*) AS n
+                      FROM inserted GROUP BY platform_id, entry_id, currency) s) t,
+           (SELECT array_agg(platform_id), array_agg(account_id), array_agg(account_version), array_agg(balance_after)
+              FROM (SELECT DISTINCT ON (platform_id, account_id) platform_id, account_id, account_version, balance_after
+                      FROM inserted ORDER BY platform_id, account_id, account_version DESC) s) p
     ON CONFLICT (txid) DO UPDATE
-       SET entry_totals = c.entry_totals || EXCLUDED.entry_totals, posted = c.posted || EXCLUDED.posted;
+       SET t_platform = c.t_platform || EXCLUDED.t_platform, t_entry = c.t_entry || EXCLUDED.t_entry,
+           t_currency = c.t_currency || EXCLUDED.t_currency, t_total = c.t_total || EXCLUDED.t_total,
+           t_count = c.t_count || EXCLUDED.t_count,
+           p_platform = c.p_platform || EXCLUDED.p_platform, p_account = c.p_account || EXCLUDED.p_account,
+           p_version = c.p_version || EXCLUDED.p_version, p_balance = c.p_balance || EXCLUDED.p_balance;
     RETURN NULL;
 END;
 $$;
@@ -165,9 +174,10 @@ BEGIN
     IF NOT EXISTS (SELECT FROM inserted) THEN
         RETURN NULL;
     END IF;
-    INSERT INTO ledger_pending_checks AS c (txid, entries)
-    VALUES (pg_current_xact_id(), ARRAY(SELECT ROW(platform_id, entry_id)::ledger_entry_key FROM inserted))
-    ON CONFLICT (txid) DO UPDATE SET entries = c.entries || EXCLUDED.entries;
+    INSERT INTO ledger_pending_checks AS c (txid, e_platform, e_entry)
+    SELECT pg_current_xact_id(), array_agg(platform_id), array_agg(entry_id) FROM inserted
+    ON CONFLICT (txid) DO UPDATE
+       SET e_platform = c.e_platform || EXCLUDED.e_platform, e_entry = c.e_entry || EXCLUDED.e_entry;
     RETURN NULL;
 END;
 $$;
@@ -179,10 +189,12 @@ BEGIN
     IF NOT EXISTS (SELECT FROM updated) THEN
         RETURN NULL;
     END IF;
-    INSERT INTO ledger_pending_checks AS c (txid, updated)
-    VALUES (pg_current_xact_id(),
-            ARRAY(SELECT ROW(platform_id, account_id, version, balance)::ledger_account_state FROM updated))
-    ON CONFLICT (txid) DO UPDATE SET updated = c.updated || EXCLUDED.updated;
+    INSERT INTO ledger_pending_checks AS c (txid, u_platform, u_account, u_version, u_balance)
+    SELECT pg_current_xact_id(), array_agg(platform_id), array_agg(account_id), array_agg(version), array_agg(balance)
+      FROM updated
+    ON CONFLICT (txid) DO UPDATE
+       SET u_platform = c.u_platform || EXCLUDED.u_platform, u_account = c.u_account || EXCLUDED.u_account,
+           u_version = c.u_version || EXCLUDED.u_version, u_balance = c.u_balance || EXCLUDED.u_balance;
     RETURN NULL;
 END;
 $$;
@@ -205,14 +217,18 @@ BEGIN
     -- written (all of an entry's postings are written in its own transaction or later ones);
     -- entries of earlier transactions that got postings now are re-summed from the table.
     WITH created AS (
-        SELECT DISTINCT platform_id, entry_id FROM unnest(pending.entries)
+        SELECT DISTINCT platform_id, entry_id
+          FROM unnest(pending.e_platform, pending.e_entry) AS e(platform_id, entry_id)
+    ), totals AS (
+        SELECT * FROM unnest(pending.t_platform, pending.t_entry, pending.t_currency, pending.t_total, pending.t_count)
+               AS t(platform_id, entry_id, currency, total, postings)
     ), posted_to AS (
-        SELECT DISTINCT platform_id, entry_id FROM unnest(pending.entry_totals)
+        SELECT DISTINCT platform_id, entry_id FROM totals
     ), older AS (
         SELECT platform_id, entry_id FROM posted_to EXCEPT SELECT platform_id, entry_id FROM created
     ), per_currency AS (
         SELECT t.platform_id, t.entry_id, t.currency, sum(t.total) AS total, sum(t.postings) AS postings
-          FROM unnest(pending.entry_totals) t
+          FROM totals t
           JOIN created c ON c.platform_id = t.platform_id AND c.entry_id = t.entry_id
          GROUP BY t.platform_id, t.entry_id, t.currency
         UNION ALL
@@ -256,18 +272,23 @@ BEGIN
     -- only: read the last posting.
     WITH posted AS (
         SELECT DISTINCT ON (platform_id, account_id) platform_id, account_id, version, balance
-          FROM unnest(pending.posted) ORDER BY platform_id, account_id, version DESC
+          FROM unnest(pending.p_platform, pending.p_account, pending.p_version, pending.p_balance)
+               AS p(platform_id, account_id, version, balance)
+         ORDER BY platform_id, account_id, version DESC
     ), updated AS (
         SELECT DISTINCT ON (platform_id, account_id) platform_id, account_id, version, balance
-          FROM unnest(pending.updated) WITH ORDINALITY AS u(platform_id, account_id, version, balance, ord)
+          FROM unnest(pending.u_platform, pending.u_account, pending.u_version, pending.u_balance)
+               WITH ORDINALITY AS u(platform_id, account_id, version, balance, ord)
          ORDER BY platform_id, account_id, ord DESC
     ), compared AS (
         SELECT coalesce(p.platform_id, u.platform_id) AS platform_id,
                coalesce(p.account_id, u.account_id) AS account_id,
                coalesce(u.balance, stored.balance) AS stored_balance,
                coalesce(u.version, stored.version) AS stored_version,
-               CASE WHEN p.account_id IS NOT NULL THEN p.balance ELSE coalesce(last.balance_after, 0) END AS last_balance,
-               CASE WHEN p.account_id IS NOT NULL THEN p.version ELSE coalesce(last.account_version, 0) END AS last_version
+               CASE WHEN p.account_id IS NOT NULL THEN p.balance ELSE coalesce(last.balance_after, 0) END
+                   AS last_balance,
+               CASE WHEN p.account_id IS NOT NULL THEN p.version ELSE coalesce(last.account_version, 0) END
+                   AS last_version
           FROM posted p
           FULL JOIN updated u ON u.platform_id = p.platform_id AND u.account_id = p.account_id
           LEFT JOIN LATERAL (
