@@ -54,6 +54,17 @@ CREATE UNLOGGED TABLE ledger_pending_checks (
     u_version bigint[] NOT NULL DEFAULT '{}', u_balance bigint[] NOT NULL DEFAULT '{}'
 );
 ALTER TABLE ledger_pending_checks SET (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 1000);
+-- A batch's arrays are tens of kilobytes and rewritten by each statement: out of line, never
+-- compressed (compressing them cost more than checking them).
+ALTER TABLE ledger_pending_checks
+    ALTER COLUMN e_platform SET STORAGE EXTERNAL, ALTER COLUMN e_entry SET STORAGE EXTERNAL,
+    ALTER COLUMN t_platform SET STORAGE EXTERNAL, ALTER COLUMN t_entry SET STORAGE EXTERNAL,
+    ALTER COLUMN t_currency SET STORAGE EXTERNAL, ALTER COLUMN t_total SET STORAGE EXTERNAL,
+    ALTER COLUMN t_count SET STORAGE EXTERNAL,
+    ALTER COLUMN p_platform SET STORAGE EXTERNAL, ALTER COLUMN p_account SET STORAGE EXTERNAL,
+    ALTER COLUMN p_version SET STORAGE EXTERNAL, ALTER COLUMN p_balance SET STORAGE EXTERNAL,
+    ALTER COLUMN u_platform SET STORAGE EXTERNAL, ALTER COLUMN u_account SET STORAGE EXTERNAL,
+    ALTER COLUMN u_version SET STORAGE EXTERNAL, ALTER COLUMN u_balance SET STORAGE EXTERNAL;
 
 -- The old per-row checks go; their functions stay (the per-row variant for Citus shards).
 DROP TRIGGER postings_check ON postings;
