@@ -5,7 +5,11 @@ Rule: counters only go up; latency is a fixed-bucket histogram so scrapes are ch
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
+from itertools import accumulate
+
+from ledger.service.capture import CaptureBatcher
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -18,12 +22,9 @@ class Metrics:
         self.events: dict[tuple[str, str], int] = defaultdict(int)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        # One bucket per request (the first bound it fits under, or +Inf); render() accumulates.
         self.requests[(method, route, str(status))] += 1
-        buckets = self.latency_buckets[(method, route)]
-        for i, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                buckets[i] += 1
-        buckets[-1] += 1  # +Inf
+        self.latency_buckets[(method, route)][bisect_left(BUCKETS, seconds)] += 1
         self.latency_sum[(method, route)] += seconds
 
     def count(self, name: str, outcome: str, n: int = 1) -> None:
@@ -41,7 +42,8 @@ class Metrics:
             "# HELP splitledger_http_request_duration_seconds HTTP request latency.",
             "# TYPE splitledger_http_request_duration_seconds histogram",
         ]
-        for (method, route), buckets in sorted(self.latency_buckets.items()):
+        for (method, route), counts in sorted(self.latency_buckets.items()):
+            buckets = list(accumulate(counts))
             labels = f'method="{method}",route="{route}"'
             for bound, n in zip(BUCKETS, buckets, strict=False):  # buckets has one more: +Inf
                 out.append(f'splitledger_http_request_duration_seconds_bucket{{{labels},le="{bound}"}} {n}')
@@ -58,6 +60,17 @@ class Metrics:
                 if event == name:
                     out.append(f'splitledger_{name}_total{{outcome="{outcome}"}} {n}')
         return "\n".join(out) + "\n"
+
+    def render_batches(self, batcher: CaptureBatcher) -> str:
+        """The group commit of notifications: transactions committed and the members they carried."""
+        return (
+            "# HELP splitledger_capture_batches_total Group-committed transactions of DOKU notifications.\n"
+            "# TYPE splitledger_capture_batches_total counter\n"
+            f"splitledger_capture_batches_total {batcher.batches}\n"
+            "# HELP splitledger_capture_batch_members_total Notifications and status checks they carried.\n"
+            "# TYPE splitledger_capture_batch_members_total counter\n"
+            f"splitledger_capture_batch_members_total {batcher.captures}\n"
+        )
 
 
 METRICS = Metrics()

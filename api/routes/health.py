@@ -34,5 +34,5 @@ async def health(state: State) -> Response[dict[str, Any]]:
 
 
 @get("/metrics", tags=["operations"], summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
-async def metrics() -> str:
-    return METRICS.render()
+async def metrics(state: State) -> str:
+    return METRICS.render() + METRICS.render_batches(state.services.batcher)

@@ -164,6 +164,7 @@ async def create_pool(
             command_timeout=60,
             timeout=connect_timeout_s,
             init=init_connection,
+            reset=keep_session,
         )
     except driver.UNAVAILABLE as exc:
         raise driver.unavailable(exc) from exc
@@ -173,6 +174,14 @@ async def create_pool(
 
 def _encode_json(value: object) -> str:
     return msgspec.json.encode(value).decode()
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Released connections keep their session: asyncpg rolls back a transaction left open (and
+    drops listeners) before calling this, which is all the service needs, since it never leaves
+    session state behind (no session SET, LISTEN, cursor or session advisory lock). The default
+    reset (``RESET ALL`` and friends) costs a round trip per request and would undo the session's
+    UTC time zone set by ``init_connection``."""
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
