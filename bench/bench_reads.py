@@ -10,7 +10,9 @@ check run by one more real posting). Then, one at a time on random sellers, meas
 
   * ``ledger.service.balances.seller_balances`` (what ``GET /v1/sellers/{id}/balances`` runs), now
     and ``as_of`` an instant in the past;
-  * ``ledger.service.balances.seller_statement`` first page (100 lines), and a later page by cursor;
+  * ``ledger.service.balances.seller_statement`` first page (100 lines), and the next page by cursor;
+  * both warm (a working set of ``--hot`` sellers read before) and cold (each seller's first read:
+    its postings are scattered over the table, mostly outside the default 128 MB shared_buffers);
   * the same two over HTTP against ``splitledger serve`` (one worker, one connection at a time).
 
 Run:  python bench/bench_reads.py [--postings 10000000] [--sellers 10000] [--reads 2000]
@@ -210,39 +212,55 @@ async def main(args: argparse.Namespace) -> None:
         assert tb.is_balanced, tb.totals
         count = await pool.fetchval("SELECT count(*) FROM postings WHERE platform_id = $1", pid)
         size = await pool.fetchval("SELECT pg_size_pretty(pg_total_relation_size('postings'))")
+        # Cold: sellers read for the first time (their postings mostly outside shared_buffers);
+        # warm: a working set of --hot sellers, each read once before.
         rng = random.Random(7)
+        order = rng.sample(range(args.sellers), args.sellers)
+        hot = [f"s{n:05d}" for n in order[: args.hot]]
+        cold = iter(order[args.hot :])
 
-        def seller() -> str:
-            return f"s{rng.randrange(args.sellers):05d}"
+        def warm_seller() -> str:
+            return rng.choice(hot)
+
+        def cold_seller() -> str:
+            return f"s{next(cold):05d}"
 
         past = await pool.fetchval("SELECT now() - interval '15 days'")
+        for seller_id in hot:
+            await balances.seller_balances(db, pid, seller_id, as_of=past)
+            page = await balances.seller_statement(db, pid, seller_id, limit=100)
+            if page.next_cursor is not None:
+                await balances.seller_statement(db, pid, seller_id, after=page.next_cursor, limit=100)
+        cursors = {}
+        for seller_id in hot:
+            cursors[seller_id] = (await balances.seller_statement(db, pid, seller_id, limit=100)).next_cursor
+        paged = [s for s, c in cursors.items() if c is not None]
+
+        def second_page() -> object:
+            seller_id = rng.choice(paged)
+            return balances.seller_statement(db, pid, seller_id, after=cursors[seller_id], limit=100)
+
         measured = {
-            "seller balances (now)": lambda: balances.seller_balances(db, pid, seller()),
-            "seller balances (as_of 15 days ago)": lambda: balances.seller_balances(db, pid, seller(), as_of=past),
-            "statement, first page (100 lines)": lambda: balances.seller_statement(db, pid, seller(), limit=100),
+            "seller balances (now)": lambda: balances.seller_balances(db, pid, warm_seller()),
+            "seller balances (as_of 15 days ago)": lambda: balances.seller_balances(db, pid, warm_seller(), as_of=past),
+            "statement, first page (100 lines)": lambda: balances.seller_statement(db, pid, warm_seller(), limit=100),
+            "statement, second page (by cursor)": second_page,
+            "cold: seller balances (now)": lambda: balances.seller_balances(db, pid, cold_seller()),
+            "cold: statement, first page": lambda: balances.seller_statement(db, pid, cold_seller(), limit=100),
         }
+        if not paged:
+            del measured["statement, second page (by cursor)"]  # no seller has a second page
         for label, call in measured.items():
-            await timed(min(200, args.reads), call)  # warm-up
-            p50, p99 = await timed(args.reads, call)
+            p50, p99 = await timed(
+                min(args.reads, (args.sellers - args.hot) // 2) if label.startswith("cold") else args.reads, call
+            )
             lines.append(f"use case {label:38} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
-
-        async def later_page() -> None:
-            first = await balances.seller_statement(db, pid, seller(), limit=100)
-            if first.next_cursor is not None:
-                began = time.perf_counter()
-                await balances.seller_statement(db, pid, first.seller_id, after=first.next_cursor, limit=100)
-                pages.append(time.perf_counter() - began)
-
-        pages: list[float] = []
-        for _ in range(args.reads):
-            await later_page()
-        p50, p99 = percentiles(pages)
-        lines.append(f"use case {'statement, second page (by cursor)':38} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
         lines += await http_reads(url, market.api_key, args.sellers, args.reads, Path(tempfile.mkdtemp()))
         await pool.close()
     print(
         f"machine: {machine()}; {count} postings ({size} with indexes) over {args.sellers} sellers,"
-        f" generated in {timedelta(seconds=round(generation_s))}; {args.reads} reads each, one at a time"
+        f" generated in {timedelta(seconds=round(generation_s))}; {args.reads} reads each, one at a time,"
+        f" warm = a working set of {args.hot} sellers read before, cold = each seller's first read"
     )
     print("\n".join(lines))
     print(f"reads: {generated} postings generated, trial balance zero")
@@ -253,5 +271,6 @@ if __name__ == "__main__":
     parser.add_argument("--postings", type=int, default=10_000_000)
     parser.add_argument("--sellers", type=int, default=10_000)
     parser.add_argument("--reads", type=int, default=2_000)
+    parser.add_argument("--hot", type=int, default=1_000, help="sellers in the warm working set")
     parser.add_argument("--chunk", type=int, default=250_000, help="entries per generating transaction")
     asyncio.run(main(parser.parse_args()))
