@@ -86,9 +86,8 @@ class CoalescingHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def configure_logging(json_logs: bool = True, level: int = logging.INFO) -> None:
-    # Every request writes an access line: skip what the lines never show (the caller's file and
-    # line, thread, process), as the logging docs' "Optimization" section describes.
-    logging._srcfile = None
+    # Every request writes an access line: skip what no line shows (thread and process), as the
+    # logging docs' "Optimization" section describes.
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
