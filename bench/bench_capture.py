@@ -76,9 +76,12 @@ async def engine_run(
 
     async with pool.acquire() as conn:
         server = await ServerCpu.of(conn)
+        wal0 = await conn.fetchval("SELECT pg_current_wal_insert_lsn()")
     with CpuMeter(server) as meter:
         latencies = await drive(invoices, submitters, one)
     await batcher.stop()
+    async with pool.acquire() as conn:
+        meter.wal = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1)::bigint", wal0)
     return len(invoices) / meter.wall, latencies, batcher, meter
 
 
@@ -256,7 +259,7 @@ async def main(args: argparse.Namespace) -> None:
             lines.append(
                 f"engine        {level:4d} submitters: {rate:8.0f} captures/s  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms"
                 f"  ({counts[level]} captures, {batcher.batches} batches, mean {counts[level] / batcher.batches:5.1f};"
-                f" {meter.per(counts[level])})"
+                f" {meter.per(counts[level])}, WAL {meter.wal / counts[level]:5.0f} bytes)"
             )
             print(lines[-1], file=sys.stderr, flush=True)
         rate, latencies = await per_request_run(pool, market, single, args.submitters)

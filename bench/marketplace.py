@@ -139,6 +139,7 @@ class CpuMeter:
 
     def __init__(self, server: ServerCpu) -> None:
         self.server = server
+        self.wal = 0  # WAL bytes written meanwhile, when the caller measures them
 
     def __enter__(self) -> CpuMeter:
         self.wall0, self.cpu0, self.srv0 = time.perf_counter(), time.process_time(), self.server.seconds()

@@ -3,12 +3,18 @@
 --
 -- 0001 defended the ledger with per-row PL/pgSQL triggers: two lookups before each posting (its
 -- account, its previous posting), and at commit one more per posting, one per updated account and
--- a re-sum per entry. Under a flash sale those per-row calls were the measured cost per capture.
--- The invariants are unchanged (tests/integration/test_db_invariants.py checks every one of them,
--- by SQLSTATE and constraint name); only when and how they are checked changes:
+-- a re-sum per entry; and with foreign keys, whose checks are per-row lookups too (a posting's
+-- entry and account, an entry's platform). Under a flash sale those per-row calls were the
+-- measured cost per capture (the foreign keys alone about as much as all the triggers). The
+-- invariants are unchanged (tests/integration/test_db_invariants.py checks every one of them, by
+-- SQLSTATE and constraint name); only when and how they are checked changes:
 --
+--   after each INSERT/COPY into journal_entries (a statement-level trigger):
+--     * the entry's platform exists (and is locked KEY SHARE)     journal_entries_platform_id_fkey
 --   after each INSERT/COPY into postings (one statement-level trigger over its transition table):
+--     * the posting's entry exists on the posting's platform     postings_platform_id_entry_id_fkey
 --     * the posting's account exists on the posting's platform   postings_account_exists
+--       (and is locked KEY SHARE until commit, as a foreign key locks what it references)
 --     * the posting's currency is its account's                   postings_currency_matches_account
 --     * its running balance continues the account's previous      postings_running_balance
 --       posting (in the same statement, or the stored one)
@@ -29,13 +35,23 @@
 -- from the table, and only an account posted without an update (or updated without a posting) is
 -- read back. Rolled-back savepoints roll back what their statements recorded, with their rows.
 --
+-- The foreign keys those checks replace keep their names (a refusal reads as before); what else
+-- a foreign key guaranteed is kept by guards on the rows referenced, never on the hot path:
+-- journal entries are append-only (0001: no UPDATE, DELETE or TRUNCATE); an account with postings
+-- cannot be deleted (postings_account_exists), no account changes its key (accounts_key_fixed),
+-- and accounts are never truncated (refused as the postings' own TRUNCATE is, postings_append_only:
+-- it would take the append-only postings' accounts away, where the foreign key's CASCADE reached
+-- the postings and was refused there).
+--
 -- ledger_pending_checks is UNLOGGED: a row lives only inside its own transaction (inserted by the
 -- first ledger write, deleted by the check at commit), so it needs no WAL and survives no crash.
 --
 -- Citus (distributed by platform_id): statement-level triggers and transition tables are refused on
--- distributed tables. There, the same checks run as row-level triggers on each shard (0001's
--- functions, which only read rows of the posting's own platform and so stay on its shard), at the
--- per-row cost; see BENCHMARKS.md.
+-- distributed tables (citusdata/citus#5705; only row-level triggers are propagated, with
+-- citus.enable_unsafe_triggers). There, the foreign keys come back (Citus supports them between
+-- co-located tables distributed by the same column) and the checks run as row-level triggers on
+-- each shard: 0001's functions stay in the schema for that, and read only rows of the posting's own
+-- platform, so they never leave its shard; at the per-row cost. See BENCHMARKS.md.
 
 -- Parallel arrays of plain values (cheaper to append to and to unnest than arrays of records).
 CREATE UNLOGGED TABLE ledger_pending_checks (
@@ -68,11 +84,9 @@ ALTER TABLE ledger_pending_checks
 
 -- The old per-row checks go; their functions stay (the per-row variant for Citus shards).
 DROP TRIGGER postings_check ON postings;
--- A posting's account is checked by the statement-level trigger below, which names the problem
--- (postings_account_exists); the foreign key stays as a second line and for what only it does
--- (a TRUNCATE of accounts cascades to the append-only postings and is refused there), checked
--- at commit so the precise refusal comes first.
-ALTER TABLE postings ALTER CONSTRAINT postings_platform_id_account_id_fkey DEFERRABLE INITIALLY DEFERRED;
+ALTER TABLE postings DROP CONSTRAINT postings_platform_id_account_id_fkey,
+                     DROP CONSTRAINT postings_platform_id_entry_id_fkey;
+ALTER TABLE journal_entries DROP CONSTRAINT journal_entries_platform_id_fkey;
 DROP TRIGGER journal_entries_balanced ON journal_entries;
 DROP TRIGGER postings_committed ON postings;
 DROP TRIGGER accounts_balance_matches_postings ON accounts;
@@ -86,6 +100,20 @@ BEGIN
     IF NOT EXISTS (SELECT FROM inserted) THEN
         RETURN NULL;
     END IF;
+    -- Each posting's entry exists on its platform (entries are append-only: once there, always).
+    SELECT n.entry_id INTO bad
+      FROM (SELECT DISTINCT platform_id, entry_id FROM inserted) n
+      LEFT JOIN LATERAL (
+          SELECT true AS found FROM journal_entries e
+           WHERE e.platform_id = n.platform_id AND e.entry_id = n.entry_id LIMIT 1
+      ) e ON true
+     WHERE e.found IS NULL
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'posting to journal entry % of no such entry on its platform', bad.entry_id
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'postings_platform_id_entry_id_fkey';
+    END IF;
+
     -- Each posting against its account and its predecessor: the posting before it in this
     -- statement, or else the account's stored previous posting. Lookups are per account and
     -- statement, not per posting (LATERAL ... LIMIT 1 keeps them index probes whatever the
@@ -103,7 +131,8 @@ BEGIN
           FROM (SELECT DISTINCT platform_id, account_id FROM inserted) k
           LEFT JOIN LATERAL (
               SELECT a.currency, a.allow_negative, a.normal_sign FROM accounts a
-               WHERE a.platform_id = k.platform_id AND a.account_id = k.account_id LIMIT 1
+               WHERE a.platform_id = k.platform_id AND a.account_id = k.account_id
+               LIMIT 1 FOR KEY SHARE
           ) a ON true
     ), checked AS (
         SELECT o.posting_id, o.account_id, o.account_version, o.amount, o.balance_after, o.created_at,
@@ -181,9 +210,22 @@ CREATE TRIGGER postings_checked AFTER INSERT ON postings
     REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION ledger_postings_inserted();
 
 CREATE FUNCTION ledger_entries_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    missing text;
 BEGIN
     IF NOT EXISTS (SELECT FROM inserted) THEN
         RETURN NULL;
+    END IF;
+    SELECT n.platform_id INTO missing
+      FROM (SELECT DISTINCT platform_id FROM inserted) n
+      LEFT JOIN LATERAL (
+          SELECT true AS found FROM platforms p WHERE p.platform_id = n.platform_id LIMIT 1 FOR KEY SHARE
+      ) p ON true
+     WHERE p.found IS NULL
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'journal entry of unknown platform %', missing
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'journal_entries_platform_id_fkey';
     END IF;
     INSERT INTO ledger_pending_checks AS c (txid, e_platform, e_entry)
     SELECT pg_current_xact_id(), array_agg(platform_id), array_agg(entry_id) FROM inserted
@@ -327,3 +369,37 @@ END;
 $$;
 CREATE CONSTRAINT TRIGGER ledger_pending_checked AFTER INSERT ON ledger_pending_checks
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_check_pending();
+
+-- What the foreign keys guaranteed besides the checks on insert ---------------------------------
+
+CREATE FUNCTION ledger_guard_account_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM postings WHERE platform_id = OLD.platform_id AND account_id = OLD.account_id) THEN
+        RAISE EXCEPTION 'account % has postings and cannot be deleted', OLD.account_id
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'postings_account_exists';
+    END IF;
+    RETURN OLD;
+END;
+$$;
+CREATE TRIGGER accounts_delete_guarded BEFORE DELETE ON accounts
+    FOR EACH ROW EXECUTE FUNCTION ledger_guard_account_delete();
+
+CREATE FUNCTION ledger_reject_account_rekey() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'account % keeps its platform and id', OLD.account_id
+        USING ERRCODE = 'restrict_violation', CONSTRAINT = 'accounts_key_fixed';
+END;
+$$;
+CREATE TRIGGER accounts_key_fixed BEFORE UPDATE OF platform_id, account_id ON accounts
+    FOR EACH ROW
+    WHEN (OLD.platform_id IS DISTINCT FROM NEW.platform_id OR OLD.account_id IS DISTINCT FROM NEW.account_id)
+    EXECUTE FUNCTION ledger_reject_account_rekey();
+
+CREATE FUNCTION ledger_reject_accounts_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'accounts cannot be truncated: the append-only postings stand on them'
+        USING ERRCODE = 'restrict_violation', CONSTRAINT = 'postings_append_only';
+END;
+$$;
+CREATE TRIGGER accounts_no_truncate BEFORE TRUNCATE ON accounts
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_reject_accounts_truncate();
