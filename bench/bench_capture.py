@@ -277,7 +277,7 @@ async def main(args: argparse.Namespace) -> None:
         )
         checked_rate, _ = await copy_run(url, market, copies["checked"], args.max_batch, checks=True)
         lines.append(
-            f"the same COPY, checks on      : {checked_rate:8.0f} captures/s  (set-based triggers and foreign keys)"
+            f"the same COPY, checks on      : {checked_rate:8.0f} captures/s  (the set-based ledger checks of 0010)"
         )
         lines.append(
             f"engine at {args.submitters} submitters = {engine[args.submitters] / plain_rate:.0%} of the ceiling"
