@@ -56,7 +56,10 @@ class RequestContextMiddleware:
                 incoming = value.decode("latin-1")
                 break
         request_id = incoming if incoming and SANE_REQUEST_ID.match(incoming) else new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        try:
+            scope["state"]["request_id"] = request_id
+        except KeyError:
+            scope["state"] = {"request_id": request_id}
         token = current_request_id.set(request_id)
         started = time.perf_counter()
         status_holder = {"status": 500}

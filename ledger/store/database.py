@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from functools import cached_property
 from typing import Literal, TypeVar
 
@@ -100,6 +99,39 @@ class UnitOfWork:
         return ReportsTable(self.conn)
 
 
+class _Acquired:
+    """One pooled connection for the length of an ``async with``; driver errors raised inside are
+    translated on the way out. (A plain class, not ``@asynccontextmanager``, and ``asyncio.timeout``
+    rather than asyncpg's own acquire timeout, which starts a task: every request passes here.)"""
+
+    __slots__ = ("conn", "pool", "timeout_s")
+
+    def __init__(self, pool: asyncpg.Pool, timeout_s: float) -> None:
+        self.pool = pool
+        self.timeout_s = timeout_s
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                self.conn = await self.pool.acquire()
+        except driver.UNAVAILABLE as exc:
+            raise driver.unavailable(exc) from exc
+        return self.conn
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            await self.pool.release(self.conn)
+        except driver.UNAVAILABLE as released:
+            if exc is None:
+                raise driver.unavailable(released) from released
+        if exc is None:
+            return
+        if isinstance(exc, driver.UNAVAILABLE):
+            raise driver.unavailable(exc) from exc
+        if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
+            raise driver.translate_integrity_error(exc) from exc
+
+
 class Database:
     """The pool, and the only way to run SQL on it."""
 
@@ -108,17 +140,8 @@ class Database:
         self.acquire_timeout_s = acquire_timeout_s
         self.ledger = LedgerStore(pool, database=self)
 
-    @asynccontextmanager
-    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
-        try:
-            async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
-                yield conn
-        except driver.UNAVAILABLE as exc:
-            raise driver.unavailable(exc) from exc
-        except asyncpg.exceptions.PostgresError as exc:
-            if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
-                raise driver.translate_integrity_error(exc) from exc
-            raise
+    def _acquire(self) -> _Acquired:
+        return _Acquired(self.pool, self.acquire_timeout_s)
 
     async def transaction(
         self,
