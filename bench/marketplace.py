@@ -129,7 +129,9 @@ class ServerCpu:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if entry.name == str(self.pid) or fields[1] == str(self.pid):  # the postmaster or its child
+            if entry.name == str(self.pid):  # the postmaster, and the children it has reaped
+                total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+            elif fields[1] == str(self.pid):  # a live child: backends, walwriter, checkpointer, …
                 total += int(fields[11]) + int(fields[12])
         return total / tick
 
