@@ -145,7 +145,8 @@ async def load(requests_file: Path, port: int, connections: int) -> dict[str, ob
 
 async def main(args: argparse.Namespace) -> None:
     port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="splitledger-e2e-"))
+    scratch = tempfile.TemporaryDirectory(prefix="splitledger-e2e-")  # the signed requests; removed at exit
+    workdir = Path(scratch.name)
     async with fresh_database() as url:
         pool = await create_pool(url, min_size=1, max_size=4)
         print(f"setting up {args.sellers} sellers and orders ...", file=sys.stderr, flush=True)

@@ -255,7 +255,8 @@ async def main(args: argparse.Namespace) -> None:
                 min(args.reads, (args.sellers - args.hot) // 2) if label.startswith("cold") else args.reads, call
             )
             lines.append(f"use case {label:38} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
-        lines += await http_reads(url, market.api_key, args.sellers, args.reads, Path(tempfile.mkdtemp()))
+        with tempfile.TemporaryDirectory(prefix="splitledger-reads-") as scratch:
+            lines += await http_reads(url, market.api_key, args.sellers, args.reads, Path(scratch))
         await pool.close()
     print(
         f"machine: {machine()}; {count} postings ({size} with indexes) over {args.sellers} sellers,"

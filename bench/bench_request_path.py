@@ -78,7 +78,8 @@ async def serve_and_load(
 
 
 async def main(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="splitledger-path-"))
+    scratch = tempfile.TemporaryDirectory(prefix="splitledger-path-")  # removed at exit
+    workdir = Path(scratch.name)
     lines = []
     async with fresh_database() as url:
         port = free_port()
