@@ -15,10 +15,12 @@ import httpx
 from api.doku import DokuGateway
 from api.probe import DokuProbe
 from api.settings import Settings
+from api.webhook_sender import HttpWebhookSender
 from ledger.service.capture import CaptureBatcher
 from ledger.service.faults import Faults
 from ledger.service.idempotency import Answer, Keyed
 from ledger.service.platforms import ApiKeyVerifier
+from ledger.service.webhooks import RelaySettings, WebhookRelay
 from ledger.store import Database, LedgerStore
 from ledger.store.database import create_pool
 
@@ -60,6 +62,8 @@ class Services:
     batcher: CaptureBatcher
     probe: DokuProbe
     faults: Faults
+    webhook_sender: HttpWebhookSender
+    relay: WebhookRelay
     background: Background = field(default_factory=Background)
 
     @property
@@ -75,20 +79,33 @@ def _no_answer(_: object) -> Answer:
     return Answer(status=200, body=b"")
 
 
+def relay_settings(settings: Settings) -> RelaySettings:
+    return RelaySettings(
+        backoff_scale=settings.webhook_backoff_scale,
+        lease_s=max(settings.webhook_lease_s, settings.webhook_timeout_s * 2),
+        concurrency=settings.webhook_concurrency,
+        poll_interval_s=settings.webhook_poll_interval_s,
+    )
+
+
 async def open_services(
     settings: Settings, url: str, *, transport: httpx.AsyncBaseTransport | None = None, faults: Faults | None = None
 ) -> Services:
     pool = await create_pool(url, min_size=settings.pool_min, max_size=settings.pool_max)
     db = Database(pool, acquire_timeout_s=settings.db_acquire_timeout_s)
     doku = DokuGateway(settings, transport=transport)
+    faults = faults or Faults.from_spec(settings.faults, settings.fault_mode)
+    sender = HttpWebhookSender(timeout_s=settings.webhook_timeout_s)
     services = Services(
         settings=settings,
         db=db,
-        verifier=ApiKeyVerifier(db),
+        verifier=ApiKeyVerifier(db, ttl_s=settings.api_key_cache_ttl_s),
         doku=doku,
         batcher=CaptureBatcher(db),
         probe=DokuProbe(doku.base_urls, interval_s=settings.doku_probe_interval_s),
-        faults=faults or Faults.from_spec(settings.faults, settings.fault_mode),
+        faults=faults,
+        webhook_sender=sender,
+        relay=WebhookRelay(db, sender, relay_settings(settings), faults=faults),
     )
     await services.batcher.start()
     return services
@@ -98,5 +115,6 @@ async def close_services(services: Services) -> None:
     await services.background.stop()
     await services.probe.stop()
     await services.batcher.stop()
+    await services.webhook_sender.aclose()
     await services.doku.aclose()
     await services.db.pool.close()

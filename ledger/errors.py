@@ -34,7 +34,16 @@ LedgerError
     ├── ExceptionNotFound        not_found            (no such reconciliation exception)
     ├── GatewayRulesBroken       invalid_request      (the order breaks DOKU's request rules)
     ├── GatewayNotConfigured     gateway_not_configured
-    └── ClientIdTaken            client_id_taken
+    ├── ClientIdTaken            client_id_taken
+    └── (events, webhooks, API keys)
+        ├── UnknownEventType         unknown_event_type
+        ├── EventNotFound            event_not_found
+        ├── InvalidCursor            invalid_request
+        ├── WebhookUrlInvalid        invalid_webhook_url
+        ├── WebhookEndpointNotFound  webhook_endpoint_not_found
+        ├── TooManyWebhookEndpoints  too_many_webhook_endpoints
+        ├── ApiKeyNotFound           api_key_not_found
+        └── LastApiKey               last_api_key      (revoking it would lock the platform out)
 """
 
 from __future__ import annotations
@@ -191,3 +200,35 @@ class GatewayNotConfigured(MarketplaceError):
 
 class ClientIdTaken(MarketplaceError):
     code = "client_id_taken"
+
+
+class UnknownEventType(MarketplaceError):
+    code = "unknown_event_type"
+
+
+class EventNotFound(MarketplaceError):
+    code = "event_not_found"
+
+
+class WebhookUrlInvalid(MarketplaceError):
+    code = "invalid_webhook_url"
+
+
+class WebhookEndpointNotFound(MarketplaceError):
+    code = "webhook_endpoint_not_found"
+
+
+class TooManyWebhookEndpoints(MarketplaceError):
+    code = "too_many_webhook_endpoints"
+
+
+class ApiKeyNotFound(MarketplaceError):
+    code = "api_key_not_found"
+
+
+class LastApiKey(MarketplaceError):
+    code = "last_api_key"
+
+
+class InvalidCursor(MarketplaceError):
+    code = "invalid_request"

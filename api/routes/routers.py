@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.routes.events import event_handlers
 from api.routes.health import health, metrics
 from api.routes.ledger import LedgerController
 from api.routes.marketplace import marketplace_handlers
 from api.routes.money import money_handlers
 from api.routes.notifications import notification_handler
+from api.routes.webhooks import webhook_handlers
 from api.settings import Settings
 
 
@@ -17,4 +19,10 @@ def public_handlers(settings: Settings) -> list[Any]:
 
 
 def v1_handlers() -> list[Any]:
-    return [LedgerController, *marketplace_handlers(), *money_handlers()]
+    return [
+        LedgerController,
+        *marketplace_handlers(),
+        *money_handlers(),
+        *event_handlers(),
+        *webhook_handlers(),
+    ]
