@@ -36,6 +36,7 @@ class Receiver:
     script: list[int] = field(default_factory=list)  # answered first, in order
     delay_s: float = 0.0
     answer_for: Callable[[dict[str, Any]], int] | None = None  # per event, overrides ``status``
+    delay_for: Callable[[dict[str, Any]], float] | None = None  # per event, overrides ``delay_s``
     requests: list[Received] = field(default_factory=list)
     port: int = 0
     inflight: int = 0
@@ -69,8 +70,9 @@ class Receiver:
             self.inflight += 1
             self.max_inflight = max(self.max_inflight, self.inflight)
             try:
-                if self.delay_s:
-                    await asyncio.sleep(self.delay_s)
+                delay = self.delay_for(json.loads(body)) if self.delay_for is not None else self.delay_s
+                if delay:
+                    await asyncio.sleep(delay)
             finally:
                 self.inflight -= 1
             if self.script:

@@ -224,7 +224,8 @@ async def test_a_slow_receiver_gets_each_orders_events_in_order_while_orders_ove
     hooked: Stack, receiver: Receiver
 ) -> None:
     await register(hooked, receiver)
-    receiver.delay_s = 0.15
+    # slowest on each order's first event: a relay that did not wait for it would deliver the next one first
+    receiver.delay_for = lambda event: 0.4 if event["type"] == "order.created" else 0.05
     await hooked.create_seller("lurik")
     invoices = [f"INV-SLOW-{i}" for i in range(4)]
     await asyncio.gather(*(hooked.capture(invoice, ITEMS) for invoice in invoices))

@@ -195,3 +195,36 @@ async def test_a_cursor_may_be_an_event_id_and_a_bad_one_is_refused(db: Database
 
 async def _emit_n(uow: UnitOfWork, platform_id: str, n: int) -> None:
     uow.events.emit(platform_id, payout_event(n))
+
+
+@pytest.mark.parametrize("first_commits", [True, False])
+async def test_a_position_is_taken_only_once_no_earlier_transaction_can_still_commit(
+    db: Database, first_commits: bool
+) -> None:
+    """The second writer's positions wait for the first writer's COMMIT (or ROLLBACK): nothing is
+    visible meanwhile, and afterwards the positions are contiguous in commit order."""
+    platform_id, _ = await create_platform(db, "Toko Lock")
+    async with db.pool.acquire() as a, db.pool.acquire() as b:
+        first = a.transaction()
+        await first.start()
+        uow_a = UnitOfWork(a, db.ledger)
+        uow_a.events.emit(platform_id, payout_event(1))
+        assert await uow_a.flush_events() == 1
+
+        second = b.transaction()
+        await second.start()
+        uow_b = UnitOfWork(b, db.ledger)
+        uow_b.events.emit_all(platform_id, [payout_event(2), payout_event(3)])
+        flushing = asyncio.create_task(uow_b.flush_events())
+        await asyncio.sleep(0.3)
+        assert not flushing.done(), "the second writer took positions while the first could still commit"
+        assert await feed(db, platform_id) == []
+
+        await (first.commit() if first_commits else first.rollback())
+        assert await asyncio.wait_for(flushing, 5) == 2
+        assert len(await feed(db, platform_id)) == (1 if first_commits else 0)
+        await second.commit()
+
+    page = await events.list_events(db, platform_id)
+    expected = ["payout:1", "payout:2", "payout:3"] if first_commits else ["payout:2", "payout:3"]
+    assert [(e.position, e.chain) for e in page.events] == list(enumerate(expected, start=1))
