@@ -2,8 +2,9 @@
 exceptions (opened wherever an exception is found, resolved by an operator).
 
 Rules:
-* The feed is per platform and read by position (``ledger.store.events``): paging from any cursor
-  returns every event exactly once, in commit order (docs/events.md says why).
+* The feed is per platform and read by position; before it reads, committed events get their
+  positions (``uow.events.sequence``, in a transaction of its own), so paging from any cursor
+  returns every event exactly once, in the order the changes committed (docs/events.md says why).
 * Every reconciliation exception is opened through ``open_exceptions`` so that none is opened
   without its ``reconciliation.exception_opened`` event (tests/unit/test_events_emitted.py checks
   that no use case calls ``uow.exceptions.add`` directly).
@@ -47,18 +48,28 @@ async def list_events(
 ) -> FeedPage:
     """One page of the platform's feed after ``after`` (a cursor, or an event id; none: the start)."""
     wanted = ev.check_type(type_) if type_ is not None else None
+    await sequence_feed(db, platform_id)
 
     async def read(uow: UnitOfWork) -> FeedPage:
         position = await _position(uow, platform_id, after)
         found = await uow.events.page(platform_id, after=position, limit=limit + 1, type_=wanted)
         page = found[:limit]
-        return FeedPage(
-            events=page,
-            has_more=len(found) > limit,
-            next_cursor=ev.encode_cursor(page[-1].position if page else position),
-        )
+        last = page[-1].position if page else position
+        assert last is not None  # the page holds sequenced events only
+        return FeedPage(events=page, has_more=len(found) > limit, next_cursor=ev.encode_cursor(last))
 
     return await db.read(read)
+
+
+async def sequence_feed(db: Database, platform_id: str, batch: int = 2000) -> int:
+    """Give the platform's committed events their feed positions (nothing to do: no write at all)."""
+    numbered = 0
+    while await db.read(lambda uow: uow.events.has_unsequenced(platform_id)):
+        done = await db.transaction(lambda uow: uow.events.sequence(platform_id, batch))
+        numbered += done
+        if done < batch:
+            break
+    return numbered
 
 
 async def _position(uow: UnitOfWork, platform_id: str, after: str | None) -> int:
@@ -66,7 +77,7 @@ async def _position(uow: UnitOfWork, platform_id: str, after: str | None) -> int
         return 0
     if after.startswith("evt_"):
         found = await uow.events.get(platform_id, after)
-        if found is None:
+        if found is None or found.position is None:
             raise errors.EventNotFound(f"no event {after!r}", event_id=after)
         return found.position
     try:
@@ -98,7 +109,7 @@ async def redeliver(db: Database, platform_id: str, event_id: str, endpoint_id: 
                 raise errors.WebhookEndpointNotFound(
                     f"webhook endpoint {endpoint_id!r} is {endpoint.status}", endpoint_id=endpoint_id
                 )
-        ids = await uow.webhooks.redeliver(platform_id, found.position, found.type, found.chain, endpoint_id)
+        ids = await uow.webhooks.redeliver(platform_id, found.event_id, found.seq, found.type, found.chain, endpoint_id)
         return await uow.webhooks.deliveries(platform_id, delivery_ids=ids, limit=max(len(ids), 1)) if ids else []
 
     deliveries = await db.transaction(work)

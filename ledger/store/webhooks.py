@@ -2,8 +2,8 @@
 
 Rules (what they mean: ``ledger.webhooks``; who runs them: ``ledger.service.webhooks``):
 * Deliveries are created by the outbox's fan-out (``ledger.store.events``) and by ``redeliver``.
-* ``claim`` hands the relay due deliveries under a lease: only the oldest pending delivery of a
-  chain per endpoint is ever due (per-order ordering), a leased one is skipped until its lease
+* ``claim`` hands the relay due deliveries under a lease: only the oldest pending delivery (by the
+  event's ``seq``) of a chain per endpoint is ever due (per-order ordering), a leased one is skipped until its lease
   lapses, and ``FOR UPDATE SKIP LOCKED`` keeps two relays from claiming the same row.
 * ``record_*`` only apply while the lease is still the claimer's (a lapsed lease taken over by
   another relay makes the late answer a no-op; its attempt is still logged).
@@ -135,38 +135,39 @@ class WebhooksTable:
     # -- deliveries -------------------------------------------------------------------------
 
     async def redeliver(
-        self, platform_id: str, position: int, type_: str, chain: str, endpoint_id: str | None
+        self, platform_id: str, event_id: str, seq: int, type_: str, chain: str, endpoint_id: str | None
     ) -> list[int]:
-        """Deliver the event at ``position`` again (now) to every enabled endpoint subscribed to it, or
-        to ``endpoint_id`` alone; a delivery still pending is made due now rather than doubled."""
+        """Deliver the event again (now) to every enabled endpoint subscribed to it, or to
+        ``endpoint_id`` alone; a delivery still pending is made due now rather than doubled."""
         due = await self.conn.fetch(
             """
             UPDATE webhook_deliveries SET next_attempt_at = now()
-             WHERE platform_id = $1 AND position = $2 AND status = 'pending'
+             WHERE platform_id = $1 AND event_id = $2 AND status = 'pending'
                AND ($3::text IS NULL OR endpoint_id = $3)
             RETURNING delivery_id
             """,
             platform_id,
-            position,
+            event_id,
             endpoint_id,
         )
         new = await self.conn.fetch(
             """
-            INSERT INTO webhook_deliveries (platform_id, endpoint_id, position, chain)
-            SELECT $1, w.endpoint_id, $2, $5 FROM webhook_endpoints w
+            INSERT INTO webhook_deliveries (platform_id, endpoint_id, event_id, seq, chain)
+            SELECT $1, w.endpoint_id, $2, $5, $6 FROM webhook_endpoints w
              WHERE w.platform_id = $1 AND w.status = 'enabled'
                AND ($3::text IS NULL OR w.endpoint_id = $3)
                AND ($3::text IS NOT NULL OR $4 = ANY (w.events) OR '*' = ANY (w.events))
                AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
-                                WHERE d.platform_id = $1 AND d.endpoint_id = w.endpoint_id AND d.position = $2
+                                WHERE d.platform_id = $1 AND d.endpoint_id = w.endpoint_id AND d.event_id = $2
                                   AND d.status = 'pending')
              ORDER BY w.endpoint_id
             RETURNING delivery_id
             """,
             platform_id,
-            position,
+            event_id,
             endpoint_id,
             type_,
+            seq,
             chain,
         )
         return sorted(r["delivery_id"] for r in [*due, *new])
@@ -183,7 +184,7 @@ class WebhooksTable:
                    AND NOT EXISTS (
                        SELECT 1 FROM webhook_deliveries p
                         WHERE p.platform_id = d.platform_id AND p.endpoint_id = d.endpoint_id
-                          AND p.chain = d.chain AND p.status = 'pending' AND p.position < d.position)
+                          AND p.chain = d.chain AND p.status = 'pending' AND p.seq < d.seq)
                  ORDER BY d.next_attempt_at, d.delivery_id
                  LIMIT $1
                    FOR UPDATE OF d SKIP LOCKED
@@ -193,7 +194,7 @@ class WebhooksTable:
               FROM due, webhook_endpoints w, events e
              WHERE d.platform_id = due.platform_id AND d.delivery_id = due.delivery_id
                AND w.platform_id = d.platform_id AND w.endpoint_id = d.endpoint_id AND w.status = 'enabled'
-               AND e.platform_id = d.platform_id AND e.position = d.position
+               AND e.platform_id = d.platform_id AND e.event_id = d.event_id
             RETURNING d.platform_id, d.delivery_id, d.endpoint_id, w.url, w.secret, e.event_id, e.body,
                       d.attempt_count, d.created_at, now() AS claimed_at
             """,
@@ -283,7 +284,7 @@ class WebhooksTable:
                    CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at,
                    d.last_attempt_at, d.last_response_status, d.last_error, d.delivered_at, d.created_at
               FROM webhook_deliveries d
-              JOIN events e ON e.platform_id = d.platform_id AND e.position = d.position
+              JOIN events e ON e.platform_id = d.platform_id AND e.event_id = d.event_id
              WHERE d.platform_id = $1
                AND ($2::text IS NULL OR d.endpoint_id = $2)
                AND ($3::bigint[] IS NULL OR d.delivery_id = ANY ($3))

@@ -1,6 +1,6 @@
-"""The outbox on real PostgreSQL: events commit with their change or not at all, take positions in
-commit order without holes, and a reader paging the feed while writers commit out of order gets
-every event exactly once."""
+"""The outbox on real PostgreSQL: events commit with their change or not at all, get feed positions
+in commit order without holes once committed, and a reader paging the feed while writers commit out
+of order gets every event exactly once."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ async def test_an_event_commits_with_its_change_and_vanishes_with_a_rollback(db:
         uow.events.emit_all(platform_id, [payout_event(2), payout_event(3)])
 
     await db.transaction(works)
-    assert [p for p, _ in await feed(db, platform_id)] == [1, 2]  # the rolled-back one left no hole
+    assert [p for p, _ in await feed(db, platform_id)] == [1, 2]  # the rolled-back one left nothing behind
 
 
 async def test_a_read_cannot_write_events(db: Database) -> None:
@@ -158,12 +158,20 @@ async def test_the_feed_paged_by_two_under_concurrent_out_of_order_writers_retur
     assert [p for p, _ in await feed(db, other_id)] == list(range(1, transactions + 1))
 
 
-async def test_events_are_append_only(db: Database, database_url: str) -> None:
+async def test_events_are_immutable_but_for_their_position_given_once(db: Database, database_url: str) -> None:
     platform_id, _ = await create_platform(db, "Toko Immutable")
     await db.transaction(lambda uow: _emit(uow, platform_id))
     conn = await asyncpg.connect(database_url)
     try:
-        for statement in ("UPDATE events SET type = 'payout.paid'", "DELETE FROM events", "TRUNCATE events CASCADE"):
+        with pytest.raises(asyncpg.exceptions.RestrictViolationError):
+            await conn.execute("UPDATE events SET position = 1, type = 'payout.paid'")
+        assert await conn.execute("UPDATE events SET position = 7") == "UPDATE 1"
+        for statement in (
+            "UPDATE events SET position = 8",
+            "UPDATE events SET body = '{}'",
+            "DELETE FROM events",
+            "TRUNCATE events CASCADE",
+        ):
             with pytest.raises(asyncpg.exceptions.RestrictViolationError):
                 await conn.execute(statement)
     finally:
@@ -198,33 +206,42 @@ async def _emit_n(uow: UnitOfWork, platform_id: str, n: int) -> None:
 
 
 @pytest.mark.parametrize("first_commits", [True, False])
-async def test_a_position_is_taken_only_once_no_earlier_transaction_can_still_commit(
-    db: Database, first_commits: bool
-) -> None:
-    """The second writer's positions wait for the first writer's COMMIT (or ROLLBACK): nothing is
-    visible meanwhile, and afterwards the positions are contiguous in commit order."""
-    platform_id, _ = await create_platform(db, "Toko Lock")
+async def test_an_event_written_first_but_committed_last_is_never_skipped(db: Database, first_commits: bool) -> None:
+    """Writers never wait for each other; an event gets its position only once it is committed, so
+    one written earlier (smaller seq) but committed after a reader moved on comes after the cursor."""
+    platform_id, _ = await create_platform(db, "Toko Late")
     async with db.pool.acquire() as a, db.pool.acquire() as b:
         first = a.transaction()
         await first.start()
         uow_a = UnitOfWork(a, db.ledger)
         uow_a.events.emit(platform_id, payout_event(1))
-        assert await uow_a.flush_events() == 1
+        assert await uow_a.flush_events() == 1  # written first: the smaller seq
 
         second = b.transaction()
         await second.start()
         uow_b = UnitOfWork(b, db.ledger)
         uow_b.events.emit_all(platform_id, [payout_event(2), payout_event(3)])
-        flushing = asyncio.create_task(uow_b.flush_events())
-        await asyncio.sleep(0.3)
-        assert not flushing.done(), "the second writer took positions while the first could still commit"
-        assert await feed(db, platform_id) == []
-
-        await (first.commit() if first_commits else first.rollback())
-        assert await asyncio.wait_for(flushing, 5) == 2
-        assert len(await feed(db, platform_id)) == (1 if first_commits else 0)
+        assert await asyncio.wait_for(uow_b.flush_events(), 5) == 2  # no waiting on the first writer
         await second.commit()
 
-    page = await events.list_events(db, platform_id)
-    expected = ["payout:1", "payout:2", "payout:3"] if first_commits else ["payout:2", "payout:3"]
-    assert [(e.position, e.chain) for e in page.events] == list(enumerate(expected, start=1))
+        page = await events.list_events(db, platform_id)
+        assert [(e.position, e.chain) for e in page.events] == [(1, "payout:2"), (2, "payout:3")]
+        cursor = page.next_cursor
+        await (first.commit() if first_commits else first.rollback())
+
+    later = await events.list_events(db, platform_id, after=cursor)
+    assert [(e.position, e.chain) for e in later.events] == ([(3, "payout:1")] if first_commits else [])
+    assert [e.position for e in (await events.list_events(db, platform_id)).events] == list(
+        range(1, 4 if first_commits else 3)
+    )
+
+
+async def test_two_readers_sequencing_at_once_give_each_event_one_position(db: Database) -> None:
+    platform_id, _ = await create_platform(db, "Toko Readers")
+    for n in range(300):
+        await db.transaction(lambda uow, n=n: _emit_n(uow, platform_id, n))
+    pages = await asyncio.gather(*(events.list_events(db, platform_id, limit=500) for _ in range(6)))
+    for page in pages:
+        assert [e.position for e in page.events] == list(range(1, 301))
+        assert sorted(e.chain for e in page.events) == sorted(f"payout:{n}" for n in range(300))
+    assert await db.read(lambda uow: uow.events.last_position(platform_id)) == 300
