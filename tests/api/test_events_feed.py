@@ -197,3 +197,23 @@ async def test_the_feed_paged_by_two_under_concurrent_writers_returns_every_even
     for event in seen:
         per_order[event["data"]["invoice_number"]].append(event["type"])
     assert per_order == {i: ["order.created", "order.captured"] for i in invoices}
+
+
+async def test_the_openapi_document_lists_the_integrator_paths(stack: Stack) -> None:
+    r = await stack.anon.get("/docs/openapi.json")
+    assert r.status_code == 200, r.text
+    paths = r.json()["paths"]
+    for path, methods in {
+        "/v1/events": {"get"},
+        "/v1/events/{event_id}": {"get"},
+        "/v1/events/{event_id}/redeliver": {"post"},
+        "/v1/webhook-endpoints": {"get", "post"},
+        "/v1/webhook-endpoints/{endpoint_id}": {"get", "delete"},
+        "/v1/webhook-endpoints/{endpoint_id}/deliveries": {"get"},
+        "/v1/api-keys": {"get", "post"},
+        "/v1/api-keys/{key_id}": {"delete"},
+        "/v1/sellers/{seller_id}": {"get", "patch"},
+    }.items():
+        assert methods <= set(paths.get(path, {})), path
+    feed = paths["/v1/events"]["get"]
+    assert {p["name"] for p in feed["parameters"]} >= {"after", "limit", "type"}
