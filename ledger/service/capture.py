@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from ledger import errors
+from ledger import events as ev
 from ledger.model import Posted
 from ledger.orders import CaptureRequest, CaptureResult, plan_captures
 from ledger.store.database import Database, UnitOfWork
@@ -46,7 +47,8 @@ async def capture_batch(uow: UnitOfWork, platform_id: str, requests: Sequence[Ca
                 outcome="duplicate" if result.replayed else "captured",
                 entry_id=result.entry_id,
             )
-        await uow.orders.mark_captured(platform_id, invoices, entry_ids, ats)
+        captured = await uow.orders.mark_captured(platform_id, invoices, entry_ids, ats)
+        uow.events.emit_all(platform_id, [ev.order_event(ev.ORDER_CAPTURED, order) for order in captured])
     return [results[i] for i in range(len(requests))]
 
 

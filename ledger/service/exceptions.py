@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ledger import errors
+from ledger.service.events import exception_resolved
 from ledger.service.idempotency import Keyed
 from ledger.store.database import Database, UnitOfWork
 from ledger.store.exceptions import ReconciliationException
@@ -29,6 +30,7 @@ async def resolve_exception(
         found = await uow.exceptions.resolve(platform_id, exception_id, resolution)
         if found is None:
             raise errors.ExceptionNotFound(f"no reconciliation exception {exception_id}")
+        exception_resolved(uow, platform_id, found)
         return found
 
     return await keyed.finish(resolve)

@@ -15,16 +15,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from ledger import errors, split
+from ledger import events as ev
 from ledger.orders import (
     INVOICE_NUMBER_RULE,
     CaptureRequest,
     Order,
     OrderDraft,
+    OrderStatus,
     freeze_policy,
     is_addressable_invoice_number,
     named_sellers,
 )
 from ledger.service.capture import CaptureBatcher
+from ledger.service.events import open_exceptions
 from ledger.service.gateway import Delivered, Outcome, PaymentGateway, Refused, Unreachable
 from ledger.service.idempotency import Keyed
 from ledger.store.database import Database, UnitOfWork
@@ -57,7 +60,7 @@ async def create_order(db: Database, doku: PaymentGateway, keyed: Keyed, platfor
         doku_request, problems = doku.payment_request(gateway, draft, allocation, bank_ids, platform_id)
         if problems:
             raise errors.GatewayRulesBroken("the order breaks DOKU's rules", problems=problems)
-        await uow.orders.insert(
+        order = await uow.orders.insert(
             platform_id,
             invoice_number=draft.invoice_number,
             amount=draft.amount,
@@ -66,6 +69,7 @@ async def create_order(db: Database, doku: PaymentGateway, keyed: Keyed, platfor
             allocation=allocation,
             doku_request_id=request_id,
         )
+        uow.events.emit(platform_id, ev.order_event(ev.ORDER_CREATED, order))
 
     await keyed.phase("order_created", create)
     return await _deliver(db, doku, keyed, platform_id, draft.invoice_number)
@@ -113,6 +117,7 @@ async def _record_delivery(uow: UnitOfWork, platform_id: str, invoice_number: st
                 only_from=SEND_STATUSES,
                 doku_error={"code": code, "detail": detail},
             )
+    uow.events.emit_all(platform_id, ev.closed_order_event(moved))
     # None: a notification or status check moved the order meanwhile; read what it is now.
     return moved or await uow.orders.get(platform_id, invoice_number)
 
@@ -152,19 +157,27 @@ async def apply_payment_status(
                 expected=result.expected,
                 actual=amount,
             )
-            await db.transaction(lambda uow: uow.exceptions.add(platform_id, [found]))
+            await db.transaction(lambda uow: open_exceptions(uow, platform_id, [found]))
         return result.outcome
     if status in ("FAILED", "EXPIRED", "TIMEOUT"):
         closed = await db.transaction(
-            lambda uow: uow.orders.set_status(
-                platform_id,
-                invoice_number,
-                "expired" if status in ("EXPIRED", "TIMEOUT") else "failed",
-                closed_reason=f"doku_{status.lower()}",
+            lambda uow: close_order(
+                uow, platform_id, invoice_number, "expired" if status in ("EXPIRED", "TIMEOUT") else "failed", status
             )
         )
         return "closed" if closed is not None else "ignored"
     return "ignored"
+
+
+async def close_order(
+    uow: UnitOfWork, platform_id: str, invoice_number: str, status: OrderStatus, doku_status: str
+) -> Order | None:
+    """DOKU says the payment failed or expired: close the open order (None if it was not open)."""
+    closed = await uow.orders.set_status(
+        platform_id, invoice_number, status, closed_reason=f"doku_{doku_status.lower()}"
+    )
+    uow.events.emit_all(platform_id, ev.closed_order_event(closed))
+    return closed
 
 
 async def check_order_status(
