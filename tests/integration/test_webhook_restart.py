@@ -40,6 +40,9 @@ def serve(database_url: str, port: int, sandbox_url: str, **env: str) -> subproc
             "SPLITLEDGER_WEBHOOK_TIMEOUT_S": "1",
             "SPLITLEDGER_WEBHOOK_LEASE_S": "2",
             "SPLITLEDGER_LOG_JSON": "false",
+            "SPLITLEDGER_DOKU_ALLOW_LOOPBACK_HTTP": "true",  # the sandbox is plain http on loopback
+            "SPLITLEDGER_SECRETS_KEY": os.environ["SPLITLEDGER_SECRETS_KEY"],
+            "SPLITLEDGER_RATE_LIMIT_ENABLED": "false",
             **env,
         },
         stdout=subprocess.DEVNULL,
