@@ -2,9 +2,11 @@
 
 It starts the real service (embedded PostgreSQL unless DATABASE_URL is set) and the simulated DOKU
 on loopback, then does over HTTP exactly what a marketplace would: a platform and two sellers, a
-cart order split between them, the customer approving in the (simulated) Jenius app, DOKU's signed
-notification and the capture, a partial refund, DOKU's settlement report imported, a payout, and
-the morning reconciliation — printing the balances at each step.
+webhook receiver registered for every event (a tiny one on loopback that checks each delivery's
+signature and prints it as it arrives), a cart order split between them, the customer approving in
+the (simulated) Jenius app, DOKU's signed notification and the capture (learnt from the webhook,
+not by polling), a partial refund, DOKU's settlement report imported, a payout, and the morning
+reconciliation — printing the balances at each step, and at the end the feed every event came from.
 """
 
 from __future__ import annotations
@@ -13,17 +15,25 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import shlex
+import signal
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from api.app import create_app
 from api.database import resolve_database_url
+from api.keyring import key_file_environment
 from api.serving import serve_app
 from api.settings import load_settings
 from jenius.sandbox import Sandbox, SandboxMerchant, serve_sandbox
+from ledger import webhooks
 from ledger.service.platforms import create_platform
 from ledger.store import Database
 from ledger.store.database import create_pool
@@ -61,11 +71,87 @@ def say(step: int | None, text: str) -> None:
     print(prefix + text, flush=True)
 
 
+class DemoReceiver:
+    """The marketplace's webhook receiver on loopback: checks each delivery's signature, prints it."""
+
+    def __init__(self) -> None:
+        self.secret = ""
+        self.events: list[dict[str, Any]] = []
+        self.bad_signatures = 0
+        self._arrived = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/hooks"
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            signature = headers.get(webhooks.SIGNATURE_HEADER.lower(), "")
+            ok = webhooks.verify_signature(self.secret, signature, body, now=int(time.time()))
+            status = "204 No Content" if ok else "400 Bad Request"
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            return
+        finally:
+            writer.close()
+        if not ok:
+            self.bad_signatures += 1
+            return
+        event = msgspec.json.decode(body)
+        if any(seen["id"] == event["id"] for seen in self.events):
+            return  # at least once: an event id already handled is skipped
+        self.events.append(event)
+        say(None, f"  ⇢ webhook {event['type']:<34} {resource_of(event):<24} (signature ✓)")
+        self._arrived.set()
+
+    async def wait_for(self, type_: str, invoice: str, timeout_s: float = 10.0) -> dict[str, Any] | None:
+        def found() -> dict[str, Any] | None:
+            return next(
+                (e for e in self.events if e["type"] == type_ and e["data"].get("invoice_number") == invoice), None
+            )
+
+        await self._until(lambda: found() is not None, timeout_s)
+        return found()
+
+    async def wait_for_all(self, ids: set[str], timeout_s: float) -> None:
+        await self._until(lambda: ids <= {e["id"] for e in self.events}, timeout_s)
+
+    async def _until(self, done: Callable[[], bool], timeout_s: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not done():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), left)
+
+
+def resource_of(event: dict[str, Any]) -> str:
+    data = event["data"]
+    for key in ("invoice_number", "payout_id", "report_id", "exception_id", "id"):
+        if key in data:
+            return str(data[key])[:24]
+    return ""
+
+
 class Story:
-    def __init__(self, client: httpx.AsyncClient, sandbox_url: str, sellers: list[str]) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, sandbox_url: str, sellers: list[str], receiver: DemoReceiver | None = None
+    ) -> None:
         self.client = client
         self.sandbox_url = sandbox_url
         self.sellers = sellers
+        self.receiver = receiver or DemoReceiver()
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self.client.request(method, path, **kwargs)
@@ -130,6 +216,15 @@ async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str, c
         },
     )
 
+    url = await story.receiver.start()
+    endpoint = await story.call("POST", "/v1/webhook-endpoints", json={"url": url, "events": ["*"]})
+    story.receiver.secret = endpoint["secret"]
+    say(
+        None,
+        f"and a webhook endpoint for every event: {endpoint['id']} → {url} "
+        "(its signing secret is shown in this answer only)",
+    )
+
     say(3, "Two sellers join: batik-sari (default 5 %) and kopi-kita (negotiated 3 %)")
     await story.call("POST", "/v1/sellers", json={"seller_id": "batik-sari", "name": "Batik Sari"})
     await story.call("POST", "/v1/sellers", json={"seller_id": "kopi-kita", "name": "Kopi Kita", "commission_bps": 300})
@@ -165,7 +260,9 @@ async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str, c
 
     say(5, "The customer approves in the Jenius app; DOKU sends its signed notification")
     await story.call("POST", f"{story.sandbox_url}/_sandbox/orders/{invoice}/approve")
-    order = await story.wait_for(invoice, "captured")
+    captured = await story.receiver.wait_for("order.captured", invoice)
+    order = captured["data"] if captured is not None else await story.wait_for(invoice, "captured")
+    say(None, "the platform learnt of the capture from its webhook, without polling" if captured else "(polled)")
     entry_path = order["links"]["capture_entry"]
     entry = await story.call("GET", entry_path)
     print(
@@ -244,8 +341,40 @@ async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str, c
         if clean
         else "NOT clean: " + "; ".join(i.get("message", str(i)) for i in rec.get("issues", [])),
     )
+    delivered = await all_delivered(story)
     say(None, f"explore: {base_url}/docs   (Authorization: Bearer <the key above>)")
-    return clean
+    return clean and delivered
+
+
+async def all_delivered(story: Story, timeout_s: float = 15.0) -> bool:
+    """Every event of the feed arrived at the receiver, each signature valid."""
+    say(10, "Every event the platform was sent, as its feed lists them (GET /v1/events, in commit order)")
+    feed: list[dict[str, Any]] = []
+    cursor = "0"
+    while True:
+        page = await story.call("GET", "/v1/events", params={"after": cursor, "limit": 100})
+        feed += page["data"]
+        cursor = page["next_cursor"]
+        if not page["has_more"]:
+            break
+    ids = {e["id"] for e in feed}
+    await story.receiver.wait_for_all(ids, timeout_s)
+    received = {e["id"] for e in story.receiver.events}
+    print(
+        table(
+            f"{len(feed)} events",
+            ["#", "type", "resource", "webhook"],
+            [[n, e["type"], resource_of(e), "✓" if e["id"] in received else "✗"] for n, e in enumerate(feed, start=1)],
+        )
+    )
+    ok = ids <= received and story.receiver.bad_signatures == 0
+    say(
+        None,
+        f"webhooks: {len(ids & received)} of {len(ids)} events delivered, every signature valid ✓"
+        if ok
+        else f"webhooks: {len(ids & received)} of {len(ids)} delivered, {story.receiver.bad_signatures} bad signatures",
+    )
+    return ok
 
 
 def reconciliation_table(rec: dict[str, Any]) -> str:
@@ -276,20 +405,58 @@ def reconciliation_table(rec: dict[str, Any]) -> str:
     )
 
 
-async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
+async def run_demo(
+    *, port: int = 0, sandbox_port: int = 0, keep_running: bool = False, env_file: str | None = None
+) -> int:
+    """The story; Ctrl-C or SIGTERM stop the service, the sandbox and the embedded PostgreSQL (130/143)."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        if not received:  # a second Ctrl-C must not interrupt the shutdown the first one started
+            received.append(signum)
+            print("\nstopping the service, the sandbox and the embedded PostgreSQL …", flush=True)
+            main.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await _run_demo(port=port, sandbox_port=sandbox_port, keep_running=keep_running, env_file=env_file)
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        print("stopped", flush=True)
+        return 130 if received[0] == signal.SIGINT else 143
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def write_env_file(path: str, values: dict[str, str]) -> None:
+    """``export NAME=value`` lines a shell can ``source`` (the README's walkthrough does)."""
+    Path(path).write_text("".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items()))
+
+
+async def _run_demo(*, port: int, sandbox_port: int, keep_running: bool, env_file: str | None) -> int:
     print("splitledger demo — one order from payment to payout, against a simulated DOKU\n")
     url, embedded = resolve_database_url()
-    print(f"PostgreSQL: {'embedded (pgserver)' if embedded else 'DATABASE_URL'}")
+    print(f"PostgreSQL: {'embedded' if embedded else 'DATABASE_URL'}")
     try:
         await migrate_url(url)
         sandbox = Sandbox(fee_bps=FEE_BPS, fee_fixed=FEE_FIXED, retry_schedule_s=(1, 5, 30))
-        async with serve_sandbox(sandbox) as sandbox_url:
+        async with serve_sandbox(sandbox, port=sandbox_port) as sandbox_url:
             settings = load_settings(
                 database_url=url,
                 doku_base_url=sandbox_url,
+                doku_allow_loopback_http=True,  # the simulated DOKU is plain http on loopback
+                # the embedded database's key file (made on first use), unless a key is configured
+                secrets_key_file=key_file_environment(embedded).get("SPLITLEDGER_SECRETS_KEY_FILE"),
                 log_json=False,
                 auto_migrate=False,
                 status_check_enabled=False,
+                webhooks_allow_loopback=True,  # the demo's receiver listens on loopback
             )
             app = create_app(settings)
             for name in ("splitledger", "httpx", "uvicorn", "uvicorn.error"):
@@ -314,19 +481,45 @@ async def run_demo(*, port: int = 0, keep_running: bool = False) -> int:
                     base_url=base_url, timeout=30, headers={"Authorization": f"Bearer {api_key}"}
                 ) as client:
                     story = Story(client, sandbox_url, ["batik-sari", "kopi-kita"])
-                    clean = await tell(
-                        story, platform_id=platform_id, api_key=api_key, base_url=base_url, client_id=client_id
-                    )
+                    try:
+                        clean = await tell(
+                            story, platform_id=platform_id, api_key=api_key, base_url=base_url, client_id=client_id
+                        )
+                    finally:
+                        if not keep_running:
+                            await story.receiver.aclose()
                 if keep_running:
-                    print("\nThe service and the sandbox keep running; Ctrl-C stops them.", flush=True)
-                    print(f"  curl -H 'Authorization: Bearer {api_key}' {base_url}/v1/sellers/batik-sari/balances")
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.Event().wait()
+                    await keep_serving(
+                        env_file,
+                        {
+                            "API": base_url,
+                            "KEY": api_key,
+                            "SANDBOX": sandbox_url,
+                            "CLIENT_ID": client_id,
+                            "PLATFORM": platform_id,
+                        },
+                    )
                 await sandbox.aclose()
         return 0 if clean else 1
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+async def keep_serving(env_file: str | None, values: dict[str, str]) -> None:
+    """Serve until cancelled (Ctrl-C, SIGTERM), with the values the README's walkthrough needs."""
+    print("\nThe service and the sandbox keep running; Ctrl-C stops them. For the README's walkthrough:")
+    for name, value in values.items():
+        print(f"  export {name}={shlex.quote(value)}")
+    if env_file:
+        write_env_file(env_file, values)
+        print(f"  (also in {env_file}: source {env_file})")
+    print(f'  curl -H "Authorization: Bearer $KEY" {values["API"]}/v1/sellers/batik-sari/balances', flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        if env_file:  # a stale file would point at a stack that is gone
+            Path(env_file).unlink(missing_ok=True)  # noqa: ASYNC240 - on the way out, nothing else runs
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ class DokuGateway:
     def config_for(self, gateway: Gateway) -> JeniusConfig:
         return JeniusConfig(
             client_id=gateway.client_id,
-            secret_key=gateway.secret_key,
+            secret_key=gateway.secret_key.reveal(),
             base_url=gateway.base_url or self.settings.doku_base_url,
             refund_path=gateway.refund_path or self.settings.doku_refund_path,
             timeout_s=self.settings.doku_timeout_s,

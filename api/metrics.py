@@ -1,76 +1,131 @@
-"""Prometheus text-format metrics kept in process memory (no client library needed).
+"""Prometheus metrics for the service, not a worker (prometheus-client).
 
-Rule: counters only go up; latency is a fixed-bucket histogram so scrapes are cheap and mergeable.
+Rule: with several workers (``splitledger serve --workers N`` sets ``PROMETHEUS_MULTIPROC_DIR``), every
+worker writes its samples to files in that directory and ``/metrics`` merges all of them, so any
+worker's scrape shows the whole service; with one process the in-memory registry is used. Counters
+only go up; latency and batch sizes are fixed-bucket histograms; gauges (queue depth, sealer lag) are
+summed over the live workers (``livesum``) or, for shared values such as the sealer's lag, the
+largest (``max``).
+
+Names: ``splitledger_http_requests_total{method,route,status}``,
+``splitledger_http_request_duration_seconds``, ``splitledger_<event>_total{outcome}`` for domain
+events (captures, refunds, notifications, payment_requests, status_checks, …),
+``splitledger_capture_batch_size``, ``splitledger_capture_queue_depth``, ``splitledger_sealer_*``.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections import defaultdict
-from itertools import accumulate
+import os
+import threading
 
-from ledger.service.capture import CaptureBatcher
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double every counter and nobody graphs them
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Gauges whose value is the same for the whole service (read from the database), not per worker.
+_SHARED_GAUGES = {"sealer_unsealed_entries", "sealer_seconds_behind"}
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str], int] = defaultdict(int)
-        self.latency_buckets: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
-        self.latency_sum: dict[tuple[str, str], float] = defaultdict(float)
-        self.events: dict[tuple[str, str], int] = defaultdict(int)
+        self._lock = threading.Lock()
+        self._build()
+
+    def _build(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._events: dict[str, Counter] = {}
+        self._gauges: dict[str, Gauge] = {}
+        self.requests = Counter(
+            "splitledger_http_requests",
+            "HTTP requests by method, route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "splitledger_http_request_duration_seconds",
+            "HTTP request latency.",
+            ["method", "route"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "splitledger_capture_batch_size",
+            "Captures per group-committed transaction.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        # One bucket per request (the first bound it fits under, or +Inf); render() accumulates.
-        self.requests[(method, route, str(status))] += 1
-        self.latency_buckets[(method, route)][bisect_left(BUCKETS, seconds)] += 1
-        self.latency_sum[(method, route)] += seconds
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
 
     def count(self, name: str, outcome: str, n: int = 1) -> None:
         """Domain events: captures, notification outcomes, reconciliation exceptions, …"""
-        self.events[(name, outcome)] += n
+        counter = self._events.get(name)
+        if counter is None:
+            with self._lock:
+                counter = self._events.get(name) or Counter(
+                    f"splitledger_{name}", f"{name.replace('_', ' ')} by outcome.", ["outcome"], registry=self.registry
+                )
+                self._events[name] = counter
+        counter.labels(outcome).inc(n)
+
+    def observe_batch(self, size: int) -> None:
+        self.batch_size.observe(size)
+
+    def gauge(self, name: str, value: float) -> None:
+        """A value that goes up and down (queue depth, sealer lag)."""
+        gauge = self._gauges.get(name)
+        if gauge is None:
+            with self._lock:
+                gauge = self._gauges.get(name) or Gauge(
+                    f"splitledger_{name}",
+                    name.replace("_", " "),
+                    registry=self.registry,
+                    multiprocess_mode="max" if name in _SHARED_GAUGES else "livesum",
+                )
+                self._gauges[name] = gauge
+        gauge.set(value)
 
     def render(self) -> str:
-        out = [
-            "# HELP splitledger_http_requests_total HTTP requests by method, route and status.",
-            "# TYPE splitledger_http_requests_total counter",
-        ]
-        for (method, route, status), n in sorted(self.requests.items()):
-            out.append(f'splitledger_http_requests_total{{method="{method}",route="{route}",status="{status}"}} {n}')
-        out += [
-            "# HELP splitledger_http_request_duration_seconds HTTP request latency.",
-            "# TYPE splitledger_http_request_duration_seconds histogram",
-        ]
-        for (method, route), counts in sorted(self.latency_buckets.items()):
-            buckets = list(accumulate(counts))
-            labels = f'method="{method}",route="{route}"'
-            for bound, n in zip(BUCKETS, buckets, strict=False):  # buckets has one more: +Inf
-                out.append(f'splitledger_http_request_duration_seconds_bucket{{{labels},le="{bound}"}} {n}')
-            out.append(f'splitledger_http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {buckets[-1]}')
-            out.append(
-                f"splitledger_http_request_duration_seconds_sum{{{labels}}} {self.latency_sum[(method, route)]:.6f}"
-            )
-            out.append(f"splitledger_http_request_duration_seconds_count{{{labels}}} {buckets[-1]}")
-        names = sorted({name for name, _ in self.events})
-        for name in names:
-            out.append(f"# HELP splitledger_{name}_total {name.replace('_', ' ')} by outcome.")
-            out.append(f"# TYPE splitledger_{name}_total counter")
-            for (event, outcome), n in sorted(self.events.items()):
-                if event == name:
-                    out.append(f'splitledger_{name}_total{{outcome="{outcome}"}} {n}')
-        return "\n".join(out) + "\n"
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry).decode()
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(merged).decode()
 
-    def render_batches(self, batcher: CaptureBatcher) -> str:
-        """The group commit of notifications: transactions committed and the members they carried."""
-        return (
-            "# HELP splitledger_capture_batches_total Group-committed transactions of DOKU notifications.\n"
-            "# TYPE splitledger_capture_batches_total counter\n"
-            f"splitledger_capture_batches_total {batcher.batches}\n"
-            "# HELP splitledger_capture_batch_members_total Notifications and status checks they carried.\n"
-            "# TYPE splitledger_capture_batch_members_total counter\n"
-            f"splitledger_capture_batch_members_total {batcher.captures}\n"
-        )
+
+def configure_metrics() -> None:
+    """Called by the app factory in every worker: prometheus-client picks its storage when it is
+    imported, which may be before ``serve`` set ``PROMETHEUS_MULTIPROC_DIR``; switch to the shared files
+    now and rebuild the metrics on them."""
+    if multiprocess_dir() is not None and not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+        METRICS._build()
+
+
+def worker_exited(pid: int | None = None) -> None:
+    """Drop a finished worker's live gauges (its counters stay: they happened)."""
+    if multiprocess_dir() is not None:
+        mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
 
 
 METRICS = Metrics()

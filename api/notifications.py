@@ -47,7 +47,7 @@ def _verify(services: Services, gateway: Gateway, headers: Mapping[str, str], bo
     return verify_notification(
         headers=headers,
         body=body,
-        secret_key=gateway.secret_key,
+        secret_key=gateway.secret_key.reveal(),
         notification_path=settings.notification_path,
         now=datetime.now(UTC),
         max_age=max_age,

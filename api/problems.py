@@ -28,8 +28,13 @@ RETRY_AFTER_S = "1"  # what a 503 tells the client to wait: the database is usua
 # code -> (HTTP status, title)
 PROBLEMS: dict[str, tuple[int, str]] = {
     # request shape
-    "malformed_json": (400, "The request body is not valid JSON"),
+    "malformed_json": (400, "The request body is not valid JSON (in UTF-8)"),
+    "nesting_too_deep": (400, "The request body nests arrays and objects too deep"),
+    "unsupported_media_type": (415, "This endpoint reads application/json"),
     "invalid_request": (422, "The request does not match the schema"),
+    "unknown_field": (422, "The request has a field this endpoint does not know"),
+    "invalid_text": (422, "Text may not hold control characters or invalid UTF-8"),
+    "rate_limited": (429, "Too many requests; retry after the time in Retry-After"),
     "unauthorized": (401, "Missing or invalid API key"),
     "not_found": (404, "No such resource"),
     "platform_exists": (409, "A platform with this id exists"),
@@ -43,6 +48,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "account_exists": (409, "The account exists with different attributes"),
     "insufficient_funds": (422, "Insufficient funds"),
     "entry_not_found": (404, "Unknown journal entry"),
+    "not_sealed_yet": (409, "Not sealed into a block yet; the sealer runs every second"),
     "database_unavailable": (503, "The database is unavailable; retry shortly"),
     "ledger_invariant_violated": (500, "Internal error: the ledger refused an inconsistent write"),
     # split engine
@@ -62,6 +68,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "reserved_seller_id": (422, "That seller id is reserved"),
     "seller_not_found": (404, "Unknown seller"),
     "order_exists": (409, "An order with this invoice number exists"),
+    "invalid_invoice_number": (422, "Invoice numbers are 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit"),
     "order_not_found": (404, "Unknown order"),
     "order_not_captured": (409, "The order has not been captured"),
     "amount_mismatch": (422, "Amounts do not match"),
@@ -74,6 +81,16 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "settlement_report_not_found": (404, "Unknown settlement report"),
     "gateway_not_configured": (409, "The platform has no DOKU credentials configured"),
     "client_id_taken": (409, "This DOKU Client-Id is registered to another platform"),
+    "invalid_base_url": (422, "DOKU's base URL must be https (http only for a loopback sandbox)"),
+    "invalid_refund_path": (422, "The refund path must be a plain absolute path"),
+    # events, webhooks, API keys
+    "unknown_event_type": (422, "Unknown event type"),
+    "event_not_found": (404, "Unknown event"),
+    "invalid_webhook_url": (422, "This URL cannot receive webhooks"),
+    "webhook_endpoint_not_found": (404, "Unknown webhook endpoint"),
+    "too_many_webhook_endpoints": (409, "The platform has as many webhook endpoints as it may have"),
+    "api_key_not_found": (404, "Unknown API key"),
+    "last_api_key": (409, "This is the platform's last live API key: create another one first"),
     "invalid_signature": (401, "Invalid DOKU signature"),
     "stale_timestamp": (401, "DOKU request timestamp outside the accepted window"),
     "unknown_client_id": (401, "Unknown DOKU Client-Id"),
@@ -87,12 +104,23 @@ PROBLEMS: dict[str, tuple[int, str]] = {
 
 
 class ApiError(Exception):
-    """An error raised by the API layer itself (not a domain error)."""
+    """An error raised by the API layer itself (not a domain error); ``errors`` lists what is wrong
+    where (``{"code", "path", "detail"}``), ``headers`` go on the answer (``Retry-After``)."""
 
-    def __init__(self, code: str, detail: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        code: str,
+        detail: str | None = None,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail or code)
         self.code = code
         self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -120,13 +148,14 @@ def problem(
     errors: list[dict[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
     status: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response[Any]:
     default_status, title = PROBLEMS.get(code, (status or 400, code.replace("_", " ")))
     status = status or default_status
     request_id = request.scope.get("state", {}).get("request_id") if request is not None else None
     # The request-context middleware adds X-Request-Id to every answer of a matched route; errors the
     # router raises itself (no such path or method) never pass through it, so they get an id here.
-    headers: dict[str, str] = {"Retry-After": RETRY_AFTER_S} if status == 503 else {}
+    headers = {"Retry-After": RETRY_AFTER_S, **(headers or {})} if status == 503 else dict(headers or {})
     if request is not None and request_id is None:
         incoming = request.headers.get("x-request-id")
         request_id = incoming if incoming and SANE_REQUEST_ID.match(incoming) else secrets.token_hex(8)
@@ -172,7 +201,12 @@ def handle_domain_error(request: Request[Any, Any, Any], exc: Exception) -> Resp
         if value is not None and isinstance(value, (str, int)) and attr != "status":
             extra[attr] = value
     return problem(
-        request, code, detail if isinstance(detail, str) else None, errors=_problems_of(exc), extra=_jsonable(extra)
+        request,
+        code,
+        detail if isinstance(detail, str) else None,
+        errors=getattr(exc, "errors", None) or _problems_of(exc),
+        extra=_jsonable(extra),
+        headers=getattr(exc, "headers", None),
     )
 
 

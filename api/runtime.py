@@ -1,11 +1,11 @@
-"""Background loops of the service (status fallback, idempotency-key pruning, the DOKU probe) and the
-operator tasks the CLI runs with the same ``Services``."""
+"""Background loops of the service (status fallback, idempotency-key pruning, the webhook relay, the
+DOKU probe) and the operator tasks the CLI runs with the same ``Services``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,8 +13,10 @@ from api.services import Services, close_services, open_services
 from api.settings import Settings, load_settings
 from ledger.service import orders
 from ledger.service import settlement as settlement_service
+from ledger.settlement import ImportSummary
 from ledger.settlement_report import mapping_from_spec
 from ledger.store.database import UnitOfWork
+from ledger.store.encryption import Keyring
 
 log = logging.getLogger("splitledger.runtime")
 
@@ -70,12 +72,16 @@ def start_background(services: Services) -> None:
             ),
             "key-pruner",
         )
+    if settings.sealer_interval_s > 0:
+        services.background.spawn(services.sealer.run, "sealer")
+    if settings.webhook_relay_enabled:
+        services.background.spawn(services.relay.run, "webhook-relay")
     services.probe.start()
 
 
-async def run_status_check_once(url: str, *, older_than_s: int | None = None) -> int:
+async def run_status_check_once(url: str, *, older_than_s: int | None = None, keyring: Keyring | None = None) -> int:
     settings = load_settings()
-    services = await open_services(settings, url)
+    services = await open_services(settings, url, keyring=keyring)
     try:
         return await check_stale_orders(
             services, settings.status_check_after_s if older_than_s is None else older_than_s
@@ -84,28 +90,31 @@ async def run_status_check_once(url: str, *, older_than_s: int | None = None) ->
         await close_services(services)
 
 
-async def import_settlement_file(url: str, platform_id: str, path: str, *, mapping: str | None, progress: bool) -> str:
+async def import_settlement_file(
+    url: str,
+    platform_id: str,
+    path: str,
+    *,
+    mapping: str | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportSummary:
+    """Import one report file for a platform (``PlatformNotFound`` when there is no such platform)."""
     content = await asyncio.to_thread(Path(path).read_bytes)
-    services = await open_services(Settings(), url)
-
-    def show(done: int, total: int) -> None:
-        if progress:
-            width = 30
-            filled = width * done // max(total, 1)
-            sys.stderr.write(f"\rimporting [{'#' * filled}{'.' * (width - filled)}] {done}/{total} lines")
-            sys.stderr.flush()
-
+    chosen = mapping_from_spec(mapping)  # a bad mapping is refused before anything is opened
+    services = await open_services(Settings(pool_min=1, pool_max=2), url)
     try:
-        summary = await settlement_service.import_settlement_report(
-            services.db,
-            platform_id,
-            source_name=Path(path).name,
-            content=content,
-            mapping=mapping_from_spec(mapping),
-            progress=show,
+        if platform_id not in await services.db.read(lambda uow: uow.platforms.ids()):
+            raise PlatformNotFound(platform_id)
+        return await settlement_service.import_settlement_report(
+            services.db, platform_id, source_name=Path(path).name, content=content, mapping=chosen, progress=progress
         )
     finally:
         await close_services(services)
-    if progress:
-        sys.stderr.write("\n")
-    return str(summary)
+
+
+class PlatformNotFound(Exception):
+    """The CLI was given a platform id that does not exist."""
+
+    def __init__(self, platform_id: str) -> None:
+        super().__init__(f"no platform {platform_id!r}")
+        self.platform_id = platform_id

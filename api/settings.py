@@ -51,10 +51,57 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_lease_s: float = 60.0
     idempotency_retention_h: int = 24
     idempotency_prune_interval_s: int = 3600
+    # Webhooks. Loopback URLs (http or https to 127.0.0.0/8, ::1, localhost) are refused unless
+    # this is true: the demo and local sandboxes set it (SPLITLEDGER_WEBHOOKS_ALLOW_LOOPBACK=true).
+    webhooks_allow_loopback: bool = False
+    # The relay delivering the outbox in the background (off: events still accumulate, and are
+    # delivered once a process with the relay on runs).
+    webhook_relay_enabled: bool = True
+    # Multiplies every retry delay (about 1 s, 5 s, 30 s, … 12 h) and the 3-day retry window:
+    # tests set it small to run the whole schedule in seconds.
+    webhook_backoff_scale: float = 1.0
+    webhook_timeout_s: float = 10.0
+    # How long a claimed delivery is leased to the process sending it (must exceed the timeout): a
+    # process killed mid-delivery leaves a lease that lapses after this, then it is sent again.
+    webhook_lease_s: float = 60.0
+    # Commits of this process wake the relay at once; other processes' are seen this often.
+    webhook_poll_interval_s: float = 1.0
+    webhook_concurrency: int = 16
+    # How long a verified API key is trusted without asking the database: a revoked key keeps
+    # working at most this long in processes other than the one that revoked it.
+    api_key_cache_ttl_s: float = 5.0
     # Fault injection for tests: phase boundaries that fail once (see ledger.service.faults);
     # fault_mode "exit" ends the process there like kill -9. Empty in production.
     faults: str = ""
     fault_mode: str = "raise"
+    # Tamper evidence (api/sealing.py): the Ed25519 sealing key, and how often blocks are sealed
+    # (0 = no sealer in this process; run it in one process of a deployment, any is fine).
+    seal_key: str = ""
+    seal_key_file: str = ""
+    seal_retired_keys: str = ""
+    sealer_interval_s: float = 1.0
+    sealer_block_max: int = 5000
+    # -- exposure and abuse (api.guards, api.keyring) ------------------------------------------
+    # DOKU's base URL (the default above and each platform's) must be https; http is allowed only
+    # to a loopback host (127.0.0.0/8, ::1, localhost) when this is on: the DOKU sandbox of tests
+    # and of the demo. Never on in production.
+    doku_allow_loopback_http: bool = False
+    # /metrics answers only `Authorization: Bearer <metrics_token>`; empty = /metrics answers 401.
+    metrics_token: str = ""
+    # Token buckets per API key (requests under /v1) and per DOKU Client-Id (the notification
+    # endpoint): `burst` requests at once, refilled at `per_s`; 429 rate_limited with Retry-After
+    # beyond. Per process (each worker has its own). Off for the benchmarks (rate_limit_enabled).
+    rate_limit_enabled: bool = True
+    rate_limit_api_key_per_s: float = 100.0
+    rate_limit_api_key_burst: int = 300
+    rate_limit_notification_per_s: float = 200.0
+    rate_limit_notification_burst: int = 1000
+    # The key DOKU Secret Keys are encrypted with (AES-256-GCM): base64 of 32 bytes; several keys
+    # comma-separated = the first encrypts, every one decrypts (rotation). Or a file of such keys, one a
+    # line (mode 0600). With neither, the embedded PostgreSQL's default makes a key file beside its
+    # data directory; with DATABASE_URL set, one of the two is required.
+    secrets_key: str = ""
+    secrets_key_file: str = ""
     # Group commit of DOKU's notifications (ledger.service.capture): the most members one
     # transaction carries, and how many such transactions may be in flight at once (each on its own
     # pooled connection, so keep it well below pool_max).
@@ -64,6 +111,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # reads it again: a change made through another worker is seen within this time (one made
     # through this worker at once; a signature that fails against a cached secret is re-checked).
     gateway_cache_ttl_s: float = 2.0
+
+    def __repr__(self) -> str:  # keys and tokens never reach a log line
+        shown = {f: getattr(self, f) for f in self.__struct_fields__}
+        shown.update({f: "***" for f in ("secrets_key", "metrics_token", "database_url") if shown[f]})
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from api.database import create_pool  # noqa: E402
+from api.keyring import generate_key  # noqa: E402
 from bench.common import fresh_database, machine  # noqa: E402
 from ledger.service.platforms import create_platform  # noqa: E402
 from ledger.store import Database  # noqa: E402
@@ -88,6 +89,8 @@ async def run_server(server: str, workers: int, url: str, seconds: float, concur
         "SPLITLEDGER_STATUS_CHECK_ENABLED": "false",
         "SPLITLEDGER_LOG_JSON": "false",
         "SPLITLEDGER_POOL_MAX": "10",
+        "SPLITLEDGER_RATE_LIMIT_ENABLED": "false",  # measure the service, not its abuse limits
+        "SPLITLEDGER_SECRETS_KEY": os.environ.get("SPLITLEDGER_SECRETS_KEY") or generate_key(),
     }
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is measured
         [sys.executable, "-m", "api.cli", "serve", "--server", server, "--workers", str(workers), "--port", str(port)],

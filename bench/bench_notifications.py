@@ -39,12 +39,14 @@ import httpx  # noqa: E402
 import msgspec  # noqa: E402
 
 from api.database import create_pool  # noqa: E402
+from api.keyring import generate_key, parse_keys  # noqa: E402
 from bench.common import fresh_database, machine  # noqa: E402
 from bench.loadgen import write_requests  # noqa: E402
 from bench.marketplace import Marketplace, ServerCpu, add_orders, create_marketplace  # noqa: E402
 from jenius import signing  # noqa: E402
 from ledger.service.gateways import configure_gateway  # noqa: E402
 from ledger.store import Database  # noqa: E402
+from ledger.store.encryption import Keyring  # noqa: E402
 from ledger.store.gateways import GatewaySettings  # noqa: E402
 
 CLIENT_ID = "MCH-BENCH-0001"
@@ -151,8 +153,9 @@ async def main(args: argparse.Namespace) -> None:
         pool = await create_pool(url, min_size=1, max_size=4)
         print(f"setting up {args.sellers} sellers and orders ...", file=sys.stderr, flush=True)
         market = await create_marketplace(pool, sellers=args.sellers)
+        secrets_key = os.environ.get("SPLITLEDGER_SECRETS_KEY") or generate_key()
         await configure_gateway(
-            Database(pool),
+            Database(pool, keyring=Keyring(parse_keys(secrets_key))),
             market.platform_id,
             GatewaySettings(client_id=CLIENT_ID, secret_key=SECRET_KEY, fee_bps=150, fee_fixed=1000),
         )
@@ -171,6 +174,8 @@ async def main(args: argparse.Namespace) -> None:
             "SPLITLEDGER_STATUS_CHECK_ENABLED": "false",
             "SPLITLEDGER_DOKU_PROBE_INTERVAL_S": "0",
             "SPLITLEDGER_LOG_JSON": "true",
+            "SPLITLEDGER_SECRETS_KEY": secrets_key,
+            "SPLITLEDGER_RATE_LIMIT_ENABLED": "false",  # measure the service, not its abuse limits
         }
         server = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is measured
             [sys.executable, "-m", "api.cli", "serve", "--workers", str(args.workers), "--port", str(port)],

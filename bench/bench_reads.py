@@ -39,6 +39,7 @@ import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 
 from api.database import create_pool  # noqa: E402
+from api.keyring import generate_key  # noqa: E402
 from bench.bench_notifications import free_port, load  # noqa: E402
 from bench.common import fresh_database, machine  # noqa: E402
 from bench.loadgen import write_requests  # noqa: E402
@@ -144,7 +145,13 @@ async def timed(calls: int, call) -> tuple[float, float]:
 
 async def http_reads(url: str, api_key: str, sellers: int, reads: int, workdir: Path) -> list[str]:
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": url, "SPLITLEDGER_STATUS_CHECK_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SPLITLEDGER_STATUS_CHECK_ENABLED": "false",
+        "SPLITLEDGER_SECRETS_KEY": os.environ.get("SPLITLEDGER_SECRETS_KEY") or generate_key(),
+        "SPLITLEDGER_RATE_LIMIT_ENABLED": "false",  # measure the service, not its abuse limits
+    }
     server = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is measured
         [sys.executable, "-m", "api.cli", "serve", "--workers", "1", "--port", str(port), "--no-migrate"],
         cwd=ROOT,

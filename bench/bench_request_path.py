@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from api.keyring import generate_key  # noqa: E402
 from bench.bench_notifications import cpu_seconds, free_port, load, process_tree  # noqa: E402
 from bench.common import fresh_database, machine  # noqa: E402
 from bench.loadgen import write_requests  # noqa: E402
@@ -87,7 +88,13 @@ async def main(args: argparse.Namespace) -> None:
         files = (workdir / "warm.bin", workdir / "run.bin")
         write_requests(files[0], [request] * 2_000)
         write_requests(files[1], [request] * args.requests)
-        env = {**os.environ, "DATABASE_URL": url, "SPLITLEDGER_STATUS_CHECK_ENABLED": "false"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "SPLITLEDGER_STATUS_CHECK_ENABLED": "false",
+            "SPLITLEDGER_SECRETS_KEY": os.environ.get("SPLITLEDGER_SECRETS_KEY") or generate_key(),
+            "SPLITLEDGER_RATE_LIMIT_ENABLED": "false",  # measure the service, not its abuse limits
+        }
         bare = [
             sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--workers", "1",
             "--port", str(port), "bench.bare_app:create",

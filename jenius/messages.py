@@ -8,6 +8,8 @@ Rules this module enforces:
   answers; decoders accept either and ``amount_idr`` normalises, never through a float.
 - What DOKU sends us is decoded leniently: unknown keys are ignored (DOKU adds fields), numbers may
   arrive as strings. What we send is encoded strictly.
+- Lenient is not defenceless: a notification nested deeper than ``MAX_NOTIFICATION_DEPTH``, not
+  UTF-8, or with a control character in the text we keep is ``MalformedMessage``, never a crash.
 - Business rules on a payment request (amount range, line items summing to the amount, invoice
   length, cashtag) come back as data from :func:`payment_request_problems`, all of them at once.
 """
@@ -32,6 +34,11 @@ TransactionStatus = Literal["PENDING", "SUCCESS", "FAILED", "EXPIRED", "REFUNDED
 TRANSACTION_STATUSES: frozenset[str] = frozenset(get_args(TransactionStatus))
 
 _AMOUNT_TEXT = re.compile(r"[0-9]{1,12}")
+MAX_NOTIFICATION_DEPTH = 32
+# The same rule as ledger.text (jenius does not import ledger): no C0 except tab/LF/CR, no DEL, no C1.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# A JSON string skipped whole (so brackets inside it do not count), or one bracket.
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')
 _CASH_TAG = re.compile(r"\$[A-Za-z0-9_.]{1,40}")
 
 NonNegativeAmount = Annotated[int, Meta(ge=0, le=999_999_999_999)]
@@ -269,12 +276,47 @@ error_answer_decoder = msgspec.json.Decoder(ErrorAnswer)
 encoder = msgspec.json.Encoder()
 
 
+def json_nesting_exceeds(body: bytes, limit: int) -> bool:
+    """True when arrays and objects in the JSON ``body`` nest deeper than ``limit`` (strings skipped).
+
+    Decoders recurse per level: a body of 100,000 brackets must be refused before it is decoded.
+    Counting the brackets first keeps the common case (a small body) to one pass in C.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth = 0
+    for token in _JSON_TOKEN.finditer(body):
+        first = token.group()[0]
+        if first in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif first in b"]}":
+            depth -= 1
+    return False
+
+
 def decode_notification(body: bytes) -> Notification:
     """The notification in ``body``; :class:`MalformedMessage` when it is not one."""
+    if json_nesting_exceeds(body, MAX_NOTIFICATION_DEPTH):
+        raise MalformedMessage(f"nested deeper than {MAX_NOTIFICATION_DEPTH} levels")
     try:
-        return notification_decoder.decode(body)
+        notification = notification_decoder.decode(body)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
         raise MalformedMessage(str(exc)) from exc
+    except UnicodeDecodeError as exc:
+        raise MalformedMessage(f"not UTF-8 (byte {exc.start})") from exc
+    except RecursionError as exc:
+        raise MalformedMessage("nested too deep") from exc
+    kept = (
+        notification.order.invoice_number,
+        notification.transaction.status,
+        notification.transaction.date or "",
+        notification.transaction.original_request_id or "",
+    )
+    if any(_CONTROL.search(text) for text in kept):
+        raise MalformedMessage("a control character in the notification's text")
+    return notification
 
 
 def decode_error_answer(body: bytes) -> ErrorDetail | None:

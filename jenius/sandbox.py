@@ -22,7 +22,9 @@ Control API (unauthenticated: bind the sandbox to loopback)
     POST /_sandbox/orders/{invoice}/approve|decline|expire  the customer in the Jenius app (409 unless PENDING)
     POST /_sandbox/orders/{invoice}/resend                  manual resend of the latest notification
     POST /_sandbox/notifications/flush                      release a notification held for reordering
-    GET  /_sandbox/settlements/{YYYY-MM-DD}.csv[?client_id=] settlement report (columns: jenius.sandbox_report)
+    GET  /_sandbox/settlements/{YYYY-MM-DD}.csv[?client_id=][&invoice_number=A,B]
+                                                            settlement report of the orders captured that
+                                                            WIB day (columns: jenius.sandbox_report)
     GET  /_sandbox/faults, PUT /_sandbox/faults             read / patch the fault knobs (JSON)
     POST /_sandbox/merchants                                {"client_id", "secret_key", "notification_url"}
 
@@ -195,9 +197,16 @@ class Sandbox:
             d for d in self._notifier.deliveries if invoice_number is None or d.invoice_number == invoice_number
         )
 
-    def settlement_report_csv(self, day: date, *, client_id: str | None = None) -> str:
+    def settlement_report_csv(
+        self, day: date, *, client_id: str | None = None, invoice_numbers: frozenset[str] | None = None
+    ) -> str:
         rows = settlement_rows(
-            self._orders.values(), day, fee_bps=self.fee_bps, fee_fixed=self.fee_fixed, client_id=client_id
+            self._orders.values(),
+            day,
+            fee_bps=self.fee_bps,
+            fee_fixed=self.fee_fixed,
+            client_id=client_id,
+            invoice_numbers=invoice_numbers,
         )
         return render_csv(rows)
 
@@ -512,14 +521,17 @@ class Sandbox:
             sandbox.flush_notifications()
             return _json(200, {"flushed": True})
 
-        async def settlement(name: FromPath[str], client_id: FromQuery[str | None] = None) -> Response[bytes]:
+        async def settlement(
+            name: FromPath[str], client_id: FromQuery[str | None] = None, invoice_number: FromQuery[str | None] = None
+        ) -> Response[bytes]:
             try:
                 day = date.fromisoformat(name.removesuffix(".csv")) if name.endswith(".csv") else None
             except ValueError:
                 day = None
             if day is None:
                 raise SandboxError("not_found", "use /_sandbox/settlements/YYYY-MM-DD.csv")
-            csv_text = sandbox.settlement_report_csv(day, client_id=client_id)
+            wanted = frozenset(invoice_number.split(",")) if invoice_number else None
+            csv_text = sandbox.settlement_report_csv(day, client_id=client_id, invoice_numbers=wanted)
             return Response(content=csv_text.encode(), status_code=200, media_type="text/csv; charset=utf-8")
 
         async def show_faults() -> Response[bytes]:

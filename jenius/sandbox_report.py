@@ -78,15 +78,23 @@ def settlement_date(capture_day: date, working_days: int = SETTLEMENT_WORKING_DA
 
 
 def settlement_rows(
-    orders: Iterable[SandboxOrder], day: date, *, fee_bps: int, fee_fixed: int, client_id: str | None = None
+    orders: Iterable[SandboxOrder],
+    day: date,
+    *,
+    fee_bps: int,
+    fee_fixed: int,
+    client_id: str | None = None,
+    invoice_numbers: frozenset[str] | None = None,
 ) -> tuple[SettlementRow, ...]:
-    """Rows for orders captured on ``day`` (WIB), ordered by capture time then invoice number."""
+    """Rows for orders captured on ``day`` (WIB), ordered by capture time then invoice number;
+    ``invoice_numbers`` narrows the report to those orders (the walkthrough uses it)."""
     captured = [
         order
         for order in orders
         if order.captured_at is not None
         and order.captured_at.astimezone(WIB).date() == day
         and (client_id is None or order.client_id == client_id)
+        and (invoice_numbers is None or order.invoice_number in invoice_numbers)
     ]
     captured.sort(key=lambda order: (order.captured_at, order.invoice_number))
     rows = []

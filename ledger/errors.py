@@ -12,8 +12,11 @@ LedgerError
 ├── IdempotencyInProgress   idempotency_in_progress (the first request with the key is still running)
 ├── IdempotencyKeyRequired  idempotency_key_required (a money-moving request sent without a key)
 ├── EntryNotFound           entry_not_found
+├── NotSealedYet            not_sealed_yet       (no block seals it yet: the sealer runs every second)
 ├── StoreUnavailable        database_unavailable (driver/connection failure, retry later: 503)
 ├── InvariantViolated       ledger_invariant_violated (the database's last line of defence fired: a bug)
+├── SecretsKeyMissing       secrets_key_missing  (no key to seal DOKU secrets with: configuration)
+├── SecretUnreadable        secret_unreadable    (a sealed secret does not open with the keys given)
 └── MarketplaceError        (sellers, orders, refunds, settlement, payouts)
     ├── UnknownSeller            unknown_seller
     ├── SellerExists             seller_exists
@@ -34,7 +37,19 @@ LedgerError
     ├── ExceptionNotFound        not_found            (no such reconciliation exception)
     ├── GatewayRulesBroken       invalid_request      (the order breaks DOKU's request rules)
     ├── GatewayNotConfigured     gateway_not_configured
-    └── ClientIdTaken            client_id_taken
+    ├── ClientIdTaken            client_id_taken
+    ├── InvalidInvoiceNumber     invalid_invoice_number (could not be addressed in a URL later)
+    ├── InvalidBaseUrl           invalid_base_url     (DOKU's base URL: https, or http to loopback in sandbox mode)
+    ├── InvalidRefundPath        invalid_refund_path
+    └── (events, webhooks, API keys)
+        ├── UnknownEventType         unknown_event_type
+        ├── EventNotFound            event_not_found
+        ├── InvalidCursor            invalid_request
+        ├── WebhookUrlInvalid        invalid_webhook_url
+        ├── WebhookEndpointNotFound  webhook_endpoint_not_found
+        ├── TooManyWebhookEndpoints  too_many_webhook_endpoints
+        ├── ApiKeyNotFound           api_key_not_found
+        └── LastApiKey               last_api_key      (revoking it would lock the platform out)
 """
 
 from __future__ import annotations
@@ -81,6 +96,10 @@ class IdempotencyInProgress(LedgerError):
 
 class IdempotencyKeyRequired(LedgerError):
     code = "idempotency_key_required"
+
+
+class NotSealedYet(LedgerError):
+    code = "not_sealed_yet"
 
 
 class EntryNotFound(LedgerError):
@@ -191,3 +210,55 @@ class GatewayNotConfigured(MarketplaceError):
 
 class ClientIdTaken(MarketplaceError):
     code = "client_id_taken"
+
+
+class InvalidInvoiceNumber(MarketplaceError):
+    code = "invalid_invoice_number"
+
+
+class InvalidBaseUrl(MarketplaceError):
+    code = "invalid_base_url"
+
+
+class InvalidRefundPath(MarketplaceError):
+    code = "invalid_refund_path"
+
+
+class SecretsKeyMissing(LedgerError):
+    code = "secrets_key_missing"
+
+
+class SecretUnreadable(LedgerError):
+    code = "secret_unreadable"
+
+
+class UnknownEventType(MarketplaceError):
+    code = "unknown_event_type"
+
+
+class EventNotFound(MarketplaceError):
+    code = "event_not_found"
+
+
+class WebhookUrlInvalid(MarketplaceError):
+    code = "invalid_webhook_url"
+
+
+class WebhookEndpointNotFound(MarketplaceError):
+    code = "webhook_endpoint_not_found"
+
+
+class TooManyWebhookEndpoints(MarketplaceError):
+    code = "too_many_webhook_endpoints"
+
+
+class ApiKeyNotFound(MarketplaceError):
+    code = "api_key_not_found"
+
+
+class LastApiKey(MarketplaceError):
+    code = "last_api_key"
+
+
+class InvalidCursor(MarketplaceError):
+    code = "invalid_request"

@@ -8,10 +8,14 @@ Rules:
   never posted; each of the rest gets one capture entry with the key ``capture:<invoice>``, so a
   second capture of the same order is a no-op whatever its source.
 * A capture whose amount differs from the order becomes a reconciliation exception (the caller's).
+* An invoice number is addressable (``INVOICE_NUMBER``): one URL path segment as it stands, here
+  and in DOKU's status check. Slashes, ``.``/``..``, spaces, ``%``, ``?`` or ``#`` could never be
+  read, re-sent or refunded later, so such an order is refused when it is created.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
@@ -22,6 +26,14 @@ from ledger import bookings
 from ledger import split as splitting
 from ledger.model import EntryDraft
 from ledger.split import FeePolicy, RefundPolicy, SplitPolicy
+
+INVOICE_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+INVOICE_NUMBER_RULE = "1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+
+
+def is_addressable_invoice_number(invoice_number: str) -> bool:
+    return INVOICE_NUMBER.fullmatch(invoice_number) is not None
+
 
 OrderStatus = Literal["created", "send_failed", "pending", "captured", "failed", "expired"]
 OPEN_STATUSES: tuple[OrderStatus, ...] = ("created", "send_failed", "pending")

@@ -26,6 +26,10 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+# The suite runs like a deployment that has its secrets key in the environment (DATABASE_URL set,
+# so no key file is made for it); CLI commands and `splitledger serve` started by tests inherit it.
+os.environ.setdefault("SPLITLEDGER_SECRETS_KEY", "dGVzdC1zdWl0ZS1zZWNyZXRzLWtleS0zMi1ieXRlcyE=")
+
 TEMPLATE = "splitledger_template"
 _counter = itertools.count(1)
 

@@ -1,20 +1,25 @@
-"""Liveness and readiness: is the database reachable (and DOKU, when configured)?"""
+"""Liveness and readiness: is the database reachable (and DOKU, when configured)? And the metrics,
+for whoever holds the metrics token."""
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
-from litestar import Response, get
+import msgspec
+from litestar import Request, Response, get
 from litestar.datastructures import State
 
 from api.metrics import METRICS
-from api.problems import RETRY_AFTER_S
+from api.problems import PROBLEM_JSON, RETRY_AFTER_S, ApiError, problem
 from api.services import Services
+from api.settings import Settings
 from ledger import errors
+from ledger.service.sealer import sealer_lag
 
 
 @get("/health", tags=["operations"], summary="Database (and DOKU) reachability")
-async def health(state: State) -> Response[dict[str, Any]]:
+async def health(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     services: Services = state.services
     report: dict[str, Any] = {"status": "ok"}
     try:
@@ -29,10 +34,42 @@ async def health(state: State) -> Response[dict[str, Any]]:
     if not report["doku"].get("ok", False) and report["status"] == "ok":
         report["status"] = "degraded"
     if report["database"]["ok"]:
+        lag = services.sealer.lag or await sealer_lag(services.db)
+        report["sealer"] = {
+            "running": services.settings.sealer_interval_s > 0,
+            "unsealed_entries": lag.unsealed_entries,
+            "seconds_behind": lag.seconds_behind,
+        }
+        METRICS.gauge("sealer_unsealed_entries", lag.unsealed_entries)
+        METRICS.gauge("sealer_seconds_behind", lag.seconds_behind)
         return Response(report, status_code=200)
-    return Response(report, status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+    # The database decides: 503 problem+json database_unavailable like every endpoint, with the
+    # report's parts as extension members.
+    refused = problem(request, "database_unavailable", report["database"]["detail"])
+    assert isinstance(refused.content, bytes)
+    body = msgspec.json.decode(refused.content) | {"database": report["database"], "doku": report["doku"]}
+    return Response(
+        msgspec.json.encode(body),
+        status_code=503,
+        media_type=PROBLEM_JSON,
+        headers={**dict(refused.headers), "Retry-After": RETRY_AFTER_S},
+    )
 
 
-@get("/metrics", tags=["operations"], summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
-async def metrics(state: State) -> str:
-    return METRICS.render() + METRICS.render_batches(state.services.batcher)
+@get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics of the whole service (Authorization: Bearer <SPLITLEDGER_METRICS_TOKEN>)",
+    media_type="text/plain; version=0.0.4",
+    security=[{"metricsToken": []}],
+)
+async def metrics(request: Request[Any, Any, Any], state: State) -> str:
+    settings: Settings = state.settings
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    expected = settings.metrics_token.encode()
+    given = token.strip().encode("utf-8", "surrogateescape")
+    if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
+        raise ApiError("unauthorized", "/metrics needs Authorization: Bearer <SPLITLEDGER_METRICS_TOKEN>")
+    services: Services = state.services
+    METRICS.gauge("capture_queue_depth", services.batcher.depth())
+    return METRICS.render()

@@ -9,13 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from litestar import Controller, Response, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.bodies import Strict
 from api.deps import HttpRequest, KeyedDep, PlatformId, ServicesDep
 from api.idempotency import REQUIRED, answer
-from api.routes.pages import decode_cursor, page_size, split_page
+from api.routes.pages import Cursor, Limit, decode_cursor, split_page
 from api.schemas import (
     GatewayIn,
     OrderIn,
@@ -31,9 +32,16 @@ from api.schemas import (
     refund_out,
     seller_draft,
 )
+from ledger.orders import OrderStatus
 from ledger.sellers import Seller
 from ledger.service import gateways, orders, refunds, sellers
 from ledger.store.gateways import GatewayView
+
+
+class SellerPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[Seller]
+    has_more: bool
+    next_cursor: str | None
 
 
 def _view(gateway: GatewayView) -> GatewayView:
@@ -54,7 +62,13 @@ class PlatformController(Controller):
         self, services: ServicesDep, platform_id: PlatformId, data: JSONBody[GatewayIn]
     ) -> GatewayView:
         return _view(
-            await gateways.configure_gateway(services.db, platform_id, gateway_settings(data), services.gateway_cache)
+            await gateways.configure_gateway(
+                services.db,
+                platform_id,
+                gateway_settings(data),
+                services.gateway_cache,
+                allow_loopback_http=services.settings.doku_allow_loopback_http,
+            )
         )
 
     @get("/gateway", summary="The platform's DOKU settings (the secret is never shown)")
@@ -85,15 +99,14 @@ class SellerController(Controller):
             request, keyed, lambda: sellers.create_seller(services.db, keyed, platform_id, seller_draft(data))
         )
 
-    @get("/", summary="List sellers (keyset by seller id)")
+    @get("/", summary="List sellers (by seller id)")
     async def list_(
-        self,
-        services: ServicesDep,
-        platform_id: PlatformId,
-        after: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 100,
-    ) -> list[Seller]:
-        return await sellers.list_sellers(services.db, platform_id, after=after, limit=page_size(limit))
+        self, services: ServicesDep, platform_id: PlatformId, cursor: Cursor = None, limit: Limit = 100
+    ) -> SellerPage:
+        after = decode_cursor(cursor, tuple[str])
+        found = await sellers.list_sellers(services.db, platform_id, after=after[0] if after else None, limit=limit + 1)
+        page, next_cursor = split_page(found, limit, lambda s: (s.seller_id,))
+        return SellerPage(items=page, has_more=next_cursor is not None, next_cursor=next_cursor)
 
     @get("/{seller_id:str}", summary="One seller")
     async def get_one(self, services: ServicesDep, platform_id: PlatformId, seller_id: FromPath[str]) -> Seller:
@@ -131,14 +144,13 @@ class OrderController(Controller):
         self,
         services: ServicesDep,
         platform_id: PlatformId,
-        status: FromQuery[str | None] = None,
+        status: FromQuery[OrderStatus | None] = None,
         seller_id: FromQuery[str | None] = None,
         created_from: FromQuery[datetime | None] = None,
         created_to: FromQuery[datetime | None] = None,
-        cursor: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 50,
+        cursor: Cursor = None,
+        limit: Limit = 50,
     ) -> OrderPage:
-        limit = page_size(limit)
         found = await orders.list_orders(
             services.db,
             platform_id,
@@ -146,11 +158,11 @@ class OrderController(Controller):
             seller_id=seller_id,
             created_from=created_from,
             created_to=created_to,
-            after=decode_cursor(cursor),
+            after=decode_cursor(cursor, tuple[datetime, str]),
             limit=limit + 1,
         )
         page, next_cursor = split_page(found, limit, lambda o: (o.created_at, o.invoice_number))
-        return OrderPage(items=[order_out(o) for o in page], next_cursor=next_cursor)
+        return OrderPage(items=[order_out(o) for o in page], has_more=next_cursor is not None, next_cursor=next_cursor)
 
     @get("/{invoice_number:str}", summary="One order with its frozen allocation")
     async def get_one(self, services: ServicesDep, platform_id: PlatformId, invoice_number: FromPath[str]) -> OrderOut:

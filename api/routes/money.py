@@ -13,13 +13,14 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from api.bodies import Strict, decode_strict
 from api.deps import HttpRequest, KeyedDep, PlatformId, ServicesDep
 from api.idempotency import REQUIRED, answer
+from api.params import RowId
 from api.problems import ApiError
-from api.routes.pages import decode_cursor, page_size, split_page
+from api.routes.pages import Cursor, Limit, decode_cursor, encode_cursor, split_page
 from api.schemas import PayoutConfirmIn, PayoutFailIn, PayoutIn, SettlementImportIn, payout_draft
 from ledger import reports_csv
-from ledger.balances import SellerBalances, SellerStatement
+from ledger.balances import SellerBalances, SellerStatement, SellerStatementLine
 from ledger.calendar import WIB
-from ledger.payouts import Payout
+from ledger.payouts import Payout, PayoutStatus
 from ledger.reconciliation import Reconciliation
 from ledger.service import balances, exceptions, payouts, reconciliation, sellers
 from ledger.service import settlement as settlement_service
@@ -27,10 +28,28 @@ from ledger.settlement import ImportSummary
 from ledger.settlement_report import DEFAULT_MAPPING, Format, SettlementMapping, mapping_from_spec
 from ledger.store.database import UnitOfWork
 from ledger.store.exceptions import ReconciliationException
+from ledger.views import ImportOut, import_out
 
 
 class PayoutPage(msgspec.Struct, frozen=True, kw_only=True):
     items: list[Payout]
+    has_more: bool
+    next_cursor: str | None
+
+
+class ExceptionPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[ReconciliationException]
+    has_more: bool
+    next_cursor: str | None
+
+
+class SellerStatementOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A statement page: ``lines`` oldest first, each with the running balance."""
+
+    seller_id: str
+    account: str
+    lines: tuple[SellerStatementLine, ...]
+    has_more: bool
     next_cursor: str | None
 
 
@@ -38,18 +57,10 @@ class ResolveIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     resolution: Annotated[str, msgspec.Meta(min_length=1, max_length=2000, examples=["DOKU corrected the report"])]
 
 
-class ImportOut(ImportSummary, frozen=True, kw_only=True):
-    exception_count: int
-
-
-def _import_out(summary: ImportSummary) -> ImportOut:
-    return ImportOut(**msgspec.structs.asdict(summary), exception_count=sum(summary.exceptions.values()))
-
-
 def _csv(text: str, filename: str) -> Response[bytes]:
     return Response(
         text.encode(),
-        media_type="text/csv; charset=utf-8",
+        media_type="text/csv",  # litestar adds "; charset=utf-8" to text/* itself
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
@@ -76,13 +87,15 @@ class SellerMoneyController(Controller):
         platform_id: PlatformId,
         seller_id: FromPath[str],
         account: FromQuery[Literal["all", "pending", "available", "debt"]] = "all",
-        after: FromQuery[int | None] = None,
-        limit: FromQuery[int] = 100,
+        cursor: Cursor = None,
+        limit: Limit = 100,
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
         format: FromQuery[Literal["json", "csv"]] = "json",
     ) -> Any:
         await sellers.get_seller(services.db, platform_id, seller_id)
+        position = decode_cursor(cursor, tuple[int])
+        after = position[0] if position else None
         if format == "json":
             page: SellerStatement = await balances.seller_statement(
                 services.db,
@@ -90,20 +103,27 @@ class SellerMoneyController(Controller):
                 seller_id,
                 account=account,
                 after=after,
-                limit=max(1, min(limit, 1000)),
+                limit=limit,
                 since=since,
                 until=until,
             )
-            return page
+            next_cursor = encode_cursor(page.next_cursor) if page.next_cursor is not None else None
+            return SellerStatementOut(
+                seller_id=page.seller_id,
+                account=page.account,
+                lines=page.lines,
+                has_more=next_cursor is not None,
+                next_cursor=next_cursor,
+            )
         lines: list[Any] = []
-        cursor = after
+        position_id = after
         while True:
             part = await balances.seller_statement(
                 services.db,
                 platform_id,
                 seller_id,
                 account=account,
-                after=cursor,
+                after=position_id,
                 limit=1000,
                 since=since,
                 until=until,
@@ -111,7 +131,7 @@ class SellerMoneyController(Controller):
             lines.extend(part.lines)
             if part.next_cursor is None:
                 break
-            cursor = part.next_cursor
+            position_id = part.next_cursor
         return _csv(reports_csv.statement_csv(lines), f"statement-{seller_id}.csv")
 
 
@@ -145,16 +165,16 @@ class PayoutController(Controller):
         services: ServicesDep,
         platform_id: PlatformId,
         seller_id: FromQuery[str | None] = None,
-        status: FromQuery[str | None] = None,
-        cursor: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 50,
+        status: FromQuery[PayoutStatus | None] = None,
+        cursor: Cursor = None,
+        limit: Limit = 50,
     ) -> PayoutPage:
-        limit = page_size(limit)
+        after = decode_cursor(cursor, tuple[datetime, str])
         found = await payouts.list_payouts(
-            services.db, platform_id, seller_id=seller_id, status=status, after=decode_cursor(cursor), limit=limit + 1
+            services.db, platform_id, seller_id=seller_id, status=status, after=after, limit=limit + 1
         )
         page, next_cursor = split_page(found, limit, lambda p: (p.created_at, p.payout_id))
-        return PayoutPage(items=page, next_cursor=next_cursor)
+        return PayoutPage(items=page, has_more=next_cursor is not None, next_cursor=next_cursor)
 
     @get("/{payout_id:str}", summary="One payout")
     async def get_one(self, services: ServicesDep, platform_id: PlatformId, payout_id: FromPath[str]) -> Payout:
@@ -225,7 +245,10 @@ class SettlementController(Controller):
     tags = ["settlement"]
 
     @post(
-        "/", summary="Import a DOKU settlement report: text/csv body, or JSON {csv | lines, mapping}", status_code=200
+        "/",
+        summary="Import a DOKU settlement report: text/csv body, or JSON {csv | lines, mapping}",
+        status_code=201,
+        opt={"body_media_types": ("application/json", "text/csv")},
     )
     async def import_report(
         self, request: HttpRequest, services: ServicesDep, platform_id: PlatformId, keyed: KeyedDep
@@ -259,7 +282,7 @@ class SettlementController(Controller):
                 return await keyed.finish(lambda uow: _same(result))
             return result
 
-        return await answer(request, keyed, run, _import_out)
+        return await answer(request, keyed, run, import_out)
 
     @get("/{report_id:str}", summary="An imported report with its lines")
     async def get_report(self, services: ServicesDep, platform_id: PlatformId, report_id: FromPath[str]) -> Any:
@@ -304,11 +327,18 @@ class ReconciliationController(Controller):
         services: ServicesDep,
         platform_id: PlatformId,
         open_only: FromQuery[bool] = True,
-        limit: FromQuery[int] = 100,
-    ) -> list[ReconciliationException]:
-        return await exceptions.list_exceptions(
-            services.db, platform_id, open_only=open_only, limit=max(1, min(limit, 1000))
+        cursor: Cursor = None,
+        limit: Limit = 100,
+    ) -> ExceptionPage:
+        found = await exceptions.list_exceptions(
+            services.db,
+            platform_id,
+            open_only=open_only,
+            before=decode_cursor(cursor, tuple[datetime, int]),
+            limit=limit + 1,
         )
+        page, next_cursor = split_page(found, limit, lambda e: (e.created_at, e.exception_id))
+        return ExceptionPage(items=page, has_more=next_cursor is not None, next_cursor=next_cursor)
 
     @post(
         "/exceptions/{exception_id:int}/resolve",
@@ -323,7 +353,7 @@ class ReconciliationController(Controller):
         services: ServicesDep,
         platform_id: PlatformId,
         keyed: KeyedDep,
-        exception_id: FromPath[int],
+        exception_id: RowId,
         data: JSONBody[ResolveIn],
     ) -> Response[ReconciliationException]:
         return await answer(

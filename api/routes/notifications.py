@@ -19,6 +19,7 @@ def notification_handler(path: str) -> Any:
         summary="DOKU HTTP notification (signed by DOKU)",
         status_code=200,
         operation_id="receiveDokuNotification",
+        opt={"body_media_types": None},  # DOKU's signed bytes, whatever it calls them
     )
     async def doku_notification(request: Request[Any, Any, Any], state: State) -> Response[Any]:
         outcome, error = await receive_notification(state.services, dict(request.headers), await request.body())

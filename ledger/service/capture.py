@@ -28,12 +28,13 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import msgspec
 
 from ledger import errors
+from ledger import events as ev
 from ledger.model import Posted
 from ledger.orders import (
     Capturable,
@@ -45,6 +46,7 @@ from ledger.orders import (
     payment_action,
     plan_captures,
 )
+from ledger.service.events import open_exceptions
 from ledger.service.faults import NO_FAULTS, Faults, InjectedCrash
 from ledger.store.database import Database, UnitOfWork
 from ledger.store.exceptions import NewException
@@ -111,7 +113,8 @@ async def _capture_locked(
             orders[req.invoice_number] = msgspec.structs.replace(
                 orders[req.invoice_number], status="captured", capture_entry_id=result.entry_id
             )
-        await uow.orders.mark_captured(platform_id, invoices, entry_ids, ats)
+        captured = await uow.orders.mark_captured(platform_id, invoices, entry_ids, ats)
+        uow.events.emit_all(platform_id, [ev.order_event(ev.ORDER_CAPTURED, order) for order in captured])
     return [results[i] for i in range(len(requests))]
 
 
@@ -137,7 +140,7 @@ async def apply_words(uow: UnitOfWork, platform_id: str, members: Sequence[Membe
             elif results[i] is None:
                 results[i] = Applied(outcome="ignored")
     applied = [r for r in results if r is not None]
-    await uow.exceptions.add(platform_id, _exceptions(members, applied))
+    await open_exceptions(uow, platform_id, _exceptions(members, applied))
     await uow.inbox.keep_many(
         platform_id,
         [
@@ -161,6 +164,7 @@ async def _close(
     closed = await uow.orders.set_status(
         platform_id, word.invoice_number, CLOSED_STATUS[action], closed_reason=f"doku_{word.status.lower()}"
     )
+    uow.events.emit_all(platform_id, ev.closed_order_event(closed))
     if closed is None:
         return "ignored"
     orders[word.invoice_number] = msgspec.structs.replace(orders[word.invoice_number], status=closed.status)
@@ -199,9 +203,18 @@ class CaptureBatcher:
     """The group commit of DOKU's words: ``apply`` queues a member and returns its outcome once the
     batch that carried it has committed."""
 
-    def __init__(self, db: Database, *, max_batch: int = 500, in_flight: int = 2, faults: Faults = NO_FAULTS) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_batch: int = 500,
+        in_flight: int = 2,
+        faults: Faults = NO_FAULTS,
+        observe: Callable[[int], None] | None = None,
+    ) -> None:
         self.db = db
         self.faults = faults
+        self.observe = observe  # told each committed batch's size (metrics)
         self.max_batch = max_batch
         self.in_flight = max(1, in_flight)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
@@ -227,6 +240,10 @@ class CaptureBatcher:
             _, _, future = self._queue.get_nowait()
             if not future.done():
                 future.cancel()
+
+    def depth(self) -> int:
+        """Members waiting for a batch."""
+        return self._queue.qsize()
 
     async def apply(self, platform_id: str, word: PaymentWord | None, delivery: Delivery | None = None) -> Applied:
         if self._worker is None:
@@ -305,6 +322,8 @@ class CaptureBatcher:
         self.faults.hit("capture_batch:after_commit")
         self.batches += 1
         self.captures += len(batch)
+        if self.observe is not None:
+            self.observe(len(batch))
         for index, (_, _, future) in enumerate(batch):
             if not future.done():
                 future.set_result(results[index])

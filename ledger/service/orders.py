@@ -16,7 +16,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from ledger import errors, split
-from ledger.orders import Order, OrderDraft, freeze_policy, named_sellers
+from ledger import events as ev
+from ledger.orders import (
+    INVOICE_NUMBER_RULE,
+    Order,
+    OrderDraft,
+    freeze_policy,
+    is_addressable_invoice_number,
+    named_sellers,
+)
 from ledger.service.capture import CaptureBatcher, PaymentWord
 from ledger.service.gateway import Delivered, Outcome, PaymentGateway, Refused, Unreachable
 from ledger.service.idempotency import Keyed
@@ -28,6 +36,8 @@ SEND_STATUSES = ("created", "send_failed")
 
 
 async def create_order(db: Database, doku: PaymentGateway, keyed: Keyed, platform_id: str, draft: OrderDraft) -> Order:
+    if not is_addressable_invoice_number(draft.invoice_number):
+        raise errors.InvalidInvoiceNumber(f"invoice numbers are {INVOICE_NUMBER_RULE}")
     request_id = keyed.derive("pay", 24)
 
     async def create(uow: UnitOfWork) -> None:
@@ -48,7 +58,7 @@ async def create_order(db: Database, doku: PaymentGateway, keyed: Keyed, platfor
         doku_request, problems = doku.payment_request(gateway, draft, allocation, bank_ids, platform_id)
         if problems:
             raise errors.GatewayRulesBroken("the order breaks DOKU's rules", problems=problems)
-        await uow.orders.insert(
+        order = await uow.orders.insert(
             platform_id,
             invoice_number=draft.invoice_number,
             amount=draft.amount,
@@ -57,6 +67,7 @@ async def create_order(db: Database, doku: PaymentGateway, keyed: Keyed, platfor
             allocation=allocation,
             doku_request_id=request_id,
         )
+        uow.events.emit(platform_id, ev.order_event(ev.ORDER_CREATED, order))
 
     await keyed.phase("order_created", create)
     return await _deliver(db, doku, keyed, platform_id, draft.invoice_number)
@@ -104,6 +115,7 @@ async def _record_delivery(uow: UnitOfWork, platform_id: str, invoice_number: st
                 only_from=SEND_STATUSES,
                 doku_error={"code": code, "detail": detail},
             )
+    uow.events.emit_all(platform_id, ev.closed_order_event(moved))
     # None: a notification or status check moved the order meanwhile; read what it is now.
     return moved or await uow.orders.get(platform_id, invoice_number)
 

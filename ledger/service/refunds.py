@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from ledger import events as ev
 from ledger import split
 from ledger.refunds import Refund, RefundMode, accounts_touched, check_refundable, refund_draft
 from ledger.service.gateway import Delivered, Outcome, PaymentGateway, Refused, Unreachable
@@ -57,6 +58,7 @@ async def reserve_refund(
         explicit=draft.parties,
     )
     await uow.orders.reserve_refund(platform_id, invoice_number, draft.amount)
+    uow.events.emit(platform_id, ev.refund_event(ev.REFUND_CREATED, refund))
     return refund
 
 
@@ -105,7 +107,9 @@ async def complete_refund(uow: UnitOfWork, platform_id: str, refund_id: str, *, 
     posted = await uow.ledger.post_one(platform_id, refund_draft(order, refund, reversal, balance))
     cumulative = split.sum_reversals([r for r in (order.reversed, reversal) if r is not None])
     await uow.orders.record_reversal(platform_id, order.invoice_number, cumulative, refund.amount)
-    return await uow.refunds.succeed(platform_id, refund_id, reversal, posted.entry_id, reference)
+    refund = await uow.refunds.succeed(platform_id, refund_id, reversal, posted.entry_id, reference)
+    uow.events.emit(platform_id, ev.refund_event(ev.REFUND_SUCCEEDED, refund))
+    return refund
 
 
 async def fail_refund(uow: UnitOfWork, platform_id: str, refund_id: str, failure: dict[str, Any]) -> Refund:
@@ -116,7 +120,9 @@ async def fail_refund(uow: UnitOfWork, platform_id: str, refund_id: str, failure
     if refund.status != "requested":
         return refund
     await uow.orders.reserve_refund(platform_id, refund.invoice_number, -refund.amount)
-    return await uow.refunds.fail(platform_id, refund_id, failure)
+    refund = await uow.refunds.fail(platform_id, refund_id, failure)
+    uow.events.emit(platform_id, ev.refund_event(ev.REFUND_FAILED, refund))
+    return refund
 
 
 async def list_refunds(db: Database, platform_id: str, invoice_number: str) -> list[Refund]:

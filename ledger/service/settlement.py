@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from ledger import errors, settlement
+from ledger import events as ev
+from ledger.service.events import open_exceptions
 from ledger.settlement import ImportSummary, LineOutcome, SettlementReport
 from ledger.settlement_report import DEFAULT_MAPPING, Format, ParsedReport, ReportLine, SettlementMapping, parse_report
 from ledger.store.database import Database, UnitOfWork
@@ -107,7 +109,7 @@ async def _import_chunk(
         outcomes |= rejected
 
     await uow.settlements.add_lines(platform_id, report_id, settlement.line_rows(lines, outcomes, entry_ids))
-    await uow.exceptions.add(platform_id, _exceptions(report_id, lines, outcomes))
+    await open_exceptions(uow, platform_id, _exceptions(report_id, lines, outcomes))
     booked = [line for line in lines if line.line_no in entry_ids]
     if booked:
         await uow.orders.mark_settled(
@@ -143,6 +145,7 @@ async def _finish(
     tallies = await uow.settlements.tally(platform_id, report_id)
     summary = settlement.summarize(report_id, source_name, report.format, report.skipped, tallies)
     await uow.settlements.store_summary(platform_id, report_id, summary)
+    uow.events.emit(platform_id, ev.settlement_event(summary))
     if on_finish is not None:
         await on_finish(uow, summary)
     return summary

@@ -6,6 +6,9 @@ Rules:
   ``uow.ledger``, ``uow.keys`` …); every table's SQL lives in its own module of this package.
 * The whole unit of work is run again on a deadlock or serialization failure (with jitter), and
   committed or rolled back as a whole: nothing is half-written.
+* Events a use case emits (``uow.events.emit``) are written as the unit of work's last statement,
+  so they commit with the change or not at all (the outbox: ``ledger.store.events``); after a
+  commit that wrote events, the listeners (the webhook relay) are told at once.
 * Driver errors are translated at this seam (``ledger.store.driver``): an unreachable database is
   ``StoreUnavailable`` within ``acquire_timeout_s``; the service recovers by itself once the
   database is back, because the pool opens fresh connections.
@@ -24,6 +27,9 @@ import msgspec
 
 import ledger.store.driver as driver
 from ledger import errors
+from ledger.store.chain import ChainTable
+from ledger.store.encryption import Keyring
+from ledger.store.events import EventsTable
 from ledger.store.exceptions import ExceptionsTable
 from ledger.store.gateways import GatewaysTable
 from ledger.store.idempotency import IdempotencyKeys
@@ -36,6 +42,7 @@ from ledger.store.refunds import RefundsTable
 from ledger.store.reports import ReportsTable
 from ledger.store.sellers import SellersTable
 from ledger.store.settlements import SettlementsTable
+from ledger.store.webhooks import WebhooksTable
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 6
@@ -46,13 +53,18 @@ Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 class UnitOfWork:
     """The tables of one transaction (or of one connection, for reads)."""
 
-    def __init__(self, conn: asyncpg.Connection, ledger: LedgerStore) -> None:
+    def __init__(self, conn: asyncpg.Connection, ledger: LedgerStore, keyring: Keyring | None = None) -> None:
         self.conn = conn
         self._ledger = ledger
+        self._keyring = keyring
 
     @cached_property
     def ledger(self) -> BoundLedger:
         return BoundLedger(self._ledger, self.conn)
+
+    @cached_property
+    def chain(self) -> ChainTable:
+        return ChainTable(self.conn)
 
     @cached_property
     def orders(self) -> OrdersTable:
@@ -84,7 +96,7 @@ class UnitOfWork:
 
     @cached_property
     def gateways(self) -> GatewaysTable:
-        return GatewaysTable(self.conn)
+        return GatewaysTable(self.conn, self._keyring)
 
     @cached_property
     def platforms(self) -> PlatformsTable:
@@ -97,6 +109,23 @@ class UnitOfWork:
     @cached_property
     def reports(self) -> ReportsTable:
         return ReportsTable(self.conn)
+
+    @cached_property
+    def events(self) -> EventsTable:
+        return EventsTable(self.conn)
+
+    @cached_property
+    def webhooks(self) -> WebhooksTable:
+        return WebhooksTable(self.conn)
+
+    async def flush_events(self) -> int:
+        """Write the events emitted in this unit of work (``Database.transaction`` does, last)."""
+        outbox: EventsTable | None = self.__dict__.get("events")
+        return await outbox.flush() if outbox is not None else 0
+
+    def has_pending_events(self) -> bool:
+        outbox: EventsTable | None = self.__dict__.get("events")
+        return outbox is not None and outbox.pending > 0
 
 
 class _Acquired:
@@ -133,12 +162,22 @@ class _Acquired:
 
 
 class Database:
-    """The pool, and the only way to run SQL on it."""
+    """The pool, and the only way to run SQL on it; ``keyring`` seals and opens DOKU secrets."""
 
-    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout_s: float = 2.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout_s: float = 2.0, keyring: Keyring | None = None) -> None:
         self.pool = pool
         self.acquire_timeout_s = acquire_timeout_s
+        self.keyring = keyring
         self.ledger = LedgerStore(pool, database=self)
+        self._event_listeners: list[Callable[[], None]] = []
+
+    def on_events_committed(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (no I/O, no await) after every commit that wrote events."""
+        self._event_listeners.append(listener)
+
+    def notify_events_committed(self) -> None:
+        for listener in self._event_listeners:
+            listener()
 
     def _acquire(self) -> _Acquired:
         return _Acquired(self.pool, self.acquire_timeout_s)
@@ -154,7 +193,12 @@ class Database:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with self._acquire() as conn, conn.transaction(isolation=isolation, readonly=readonly):
-                    return await work(UnitOfWork(conn, self.ledger))
+                    uow = UnitOfWork(conn, self.ledger, self.keyring)
+                    result = await work(uow)
+                    written = await uow.flush_events()
+                if written:
+                    self.notify_events_committed()
+                return result
             except TRANSIENT:
                 if attempt == MAX_ATTEMPTS:
                     raise errors.StoreUnavailable("gave up after repeated transaction conflicts") from None
@@ -164,7 +208,11 @@ class Database:
     async def read(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         """Run ``await work(uow)`` on one connection without an explicit transaction (reads)."""
         async with self._acquire() as conn:
-            return await work(UnitOfWork(conn, self.ledger))
+            uow = UnitOfWork(conn, self.ledger, self.keyring)
+            result = await work(uow)
+        if uow.has_pending_events():
+            raise AssertionError("events are written by Database.transaction, never by a read")
+        return result
 
     async def ping(self) -> float:
         """Round trip to the database in seconds; ``StoreUnavailable`` when it cannot be reached."""

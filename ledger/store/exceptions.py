@@ -39,15 +39,19 @@ class ExceptionsTable:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def add(self, platform_id: str, found: Sequence[NewException]) -> None:
+    async def add(self, platform_id: str, found: Sequence[NewException]) -> list[ReconciliationException]:
+        """Open exceptions (in the order given); returns them as stored. Use cases open them through
+        ``ledger.service.events.open_exceptions``, which writes their events."""
         if not found:
-            return
-        await self.conn.execute(
+            return []
+        rows = await self.conn.fetch(
             """
             INSERT INTO reconciliation_exceptions (platform_id, kind, source, invoice_number, expected, actual, detail)
             SELECT $1, kind, source, invoice_number, expected, actual, detail
               FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::jsonb[])
-                   AS s(kind, source, invoice_number, expected, actual, detail)
+                   WITH ORDINALITY AS s(kind, source, invoice_number, expected, actual, detail, n)
+             ORDER BY n
+            RETURNING *
             """,
             platform_id,
             [e.kind for e in found],
@@ -57,17 +61,23 @@ class ExceptionsTable:
             [e.actual for e in found],
             [e.detail for e in found],
         )
+        return sorted((_exception(r) for r in rows), key=lambda e: e.exception_id)
 
-    async def page(self, platform_id: str, *, open_only: bool, limit: int) -> list[ReconciliationException]:
+    async def page(
+        self, platform_id: str, *, open_only: bool, limit: int, before: tuple[datetime, int] | None = None
+    ) -> list[ReconciliationException]:
         rows = await self.conn.fetch(
             """
             SELECT * FROM reconciliation_exceptions
              WHERE platform_id = $1 AND (NOT $2 OR resolved_at IS NULL)
-             ORDER BY created_at DESC LIMIT $3
+               AND ($4::timestamptz IS NULL OR (created_at, exception_id) < ($4, $5))
+             ORDER BY created_at DESC, exception_id DESC LIMIT $3
             """,
             platform_id,
             open_only,
             limit,
+            before[0] if before else None,
+            before[1] if before else None,
         )
         return [_exception(r) for r in rows]
 

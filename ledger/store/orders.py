@@ -182,19 +182,22 @@ class OrdersTable:
 
     async def mark_captured(
         self, platform_id: str, invoices: Sequence[str], entry_ids: Sequence[int], ats: Sequence[datetime | None]
-    ) -> None:
-        await self.conn.execute(
+    ) -> list[Order]:
+        """Mark the orders captured; returns them as captured, in invoice order."""
+        rows = await self.conn.fetch(
             """
             UPDATE orders o SET status = 'captured', capture_entry_id = s.entry_id,
                    captured_at = coalesce(s.at, now()), closed_reason = NULL, updated_at = now()
               FROM unnest($2::text[], $3::bigint[], $4::timestamptz[]) AS s(invoice_number, entry_id, at)
              WHERE o.platform_id = $1 AND o.invoice_number = s.invoice_number
+            RETURNING o.*
             """,
             platform_id,
             list(invoices),
             list(entry_ids),
             list(ats),
         )
+        return sorted((order_from_row(r) for r in rows), key=lambda o: o.invoice_number)
 
     async def reserve_refund(self, platform_id: str, invoice_number: str, amount: int) -> None:
         """Reserve (positive) or release (negative) part of the order for a refund in flight."""

@@ -9,6 +9,7 @@ instead of sleeping, and read the notification inbox straight from the database.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ COMMISSION_BPS = 500
 NOTIFICATION_PATH = "/v1/doku/notifications"
 WIB = timezone(timedelta(hours=7), "WIB")
 PROBLEM_JSON = "application/problem+json"
+METRICS_TOKEN = "metrics-test-token"
+SECRETS_KEY = os.environ["SPLITLEDGER_SECRETS_KEY"]  # set for the whole suite in tests/conftest.py
 
 
 @dataclass
@@ -120,7 +123,7 @@ class Stack:
 
     async def import_settlement(self, csv_text: str) -> dict:
         r = await self.client.post("/v1/settlements", content=csv_text.encode(), headers={"Content-Type": "text/csv"})
-        assert r.status_code == 200, r.text
+        assert r.status_code == 201, r.text
         return r.json()
 
     async def notify(
@@ -153,7 +156,7 @@ class Stack:
     async def exceptions(self, client: httpx.AsyncClient | None = None) -> list[dict]:
         r = await (client or self.client).get("/v1/reconciliation/exceptions")
         assert r.status_code == 200, r.text
-        return r.json()
+        return r.json()["items"]
 
     async def new_platform(self, name: str, *, client_id: str | None = None) -> Platform:
         """Another platform on the same service; with ``client_id`` it is also a DOKU merchant in the sandbox."""
@@ -321,7 +324,15 @@ async def start_stack(
             {},
             database_url=database_url,
             status_check_enabled=False,
-            **{"pool_min": 1, "pool_max": 6, "doku_base_url": sandbox_url, **overrides},
+            **{
+                "pool_min": 1,
+                "pool_max": 6,
+                "doku_base_url": sandbox_url,
+                "doku_allow_loopback_http": True,  # the sandbox is plain http on loopback
+                "secrets_key": SECRETS_KEY,
+                "metrics_token": METRICS_TOKEN,
+                **overrides,
+            },
         )
         app = create_app(settings, transport=transport, faults=faults)
         async with serve_app(app) as base_url:

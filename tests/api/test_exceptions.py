@@ -21,7 +21,9 @@ async def test_resolving_an_exception_closes_it_and_keeps_the_record(stack: Stac
     assert r.json()["detail"]["resolution"] == "test payment from DOKU support"
 
     assert await stack.exceptions() == []
-    everything = (await stack.client.get("/v1/reconciliation/exceptions", params={"open_only": "false"})).json()
+    everything = (await stack.client.get("/v1/reconciliation/exceptions", params={"open_only": "false"})).json()[
+        "items"
+    ]
     assert [e["exception_id"] for e in everything] == [exception["exception_id"]]
     rec = (await stack.client.get("/v1/reconciliation")).json()
     assert rec["open_exceptions"] == 0 and rec["clean"] is True

@@ -78,11 +78,11 @@ async def test_platform_b_gets_404_for_every_one_of_a_s_resources(stack: Stack) 
 async def test_platform_b_s_lists_hold_only_b_s_rows(stack: Stack) -> None:
     await _platform_a(stack)
     b = await stack.new_platform("Toko B", client_id=B_CLIENT_ID)
-    assert (await b.client.get("/v1/orders")).json() == {"items": [], "next_cursor": None}
-    assert (await b.client.get("/v1/sellers")).json() == []
-    assert (await b.client.get("/v1/payouts")).json() == {"items": [], "next_cursor": None}
+    assert (await b.client.get("/v1/orders")).json() == {"items": [], "has_more": False, "next_cursor": None}
+    assert (await b.client.get("/v1/sellers")).json() == {"items": [], "has_more": False, "next_cursor": None}
+    assert (await b.client.get("/v1/payouts")).json() == {"items": [], "has_more": False, "next_cursor": None}
     assert await stack.exceptions(b.client) == []
-    accounts = [x["code"] for x in (await b.client.get("/v1/ledger/accounts")).json()]
+    accounts = [x["code"] for x in (await b.client.get("/v1/ledger/accounts")).json()["items"]]
     assert accounts and not [code for code in accounts if code.startswith("seller:")]
     tb = (await b.client.get("/v1/ledger/trial-balance")).json()
     assert {line["balance"] for line in tb["lines"]} == {0}
@@ -93,8 +93,11 @@ async def test_platform_b_s_lists_hold_only_b_s_rows(stack: Stack) -> None:
     # B's own rows, under the same names A uses, stay B's.
     r = await b.client.post("/v1/sellers", json={"seller_id": "batik-sari", "name": "Batik Sari cabang B"})
     assert r.status_code == 201, "seller ids are per platform"
-    assert [s["name"] for s in (await b.client.get("/v1/sellers")).json()] == ["Batik Sari cabang B"]
-    assert [s["name"] for s in (await stack.client.get("/v1/sellers")).json()] == ["Toko batik-sari", "Toko kopi-kita"]
+    assert [s["name"] for s in (await b.client.get("/v1/sellers")).json()["items"]] == ["Batik Sari cabang B"]
+    assert [s["name"] for s in (await stack.client.get("/v1/sellers")).json()["items"]] == [
+        "Toko batik-sari",
+        "Toko kopi-kita",
+    ]
     assert len((await stack.client.get("/v1/orders")).json()["items"]) == 1
 
 

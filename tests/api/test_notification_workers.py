@@ -21,6 +21,7 @@ from api.settings import load_settings
 from tests.api.conftest import (
     CLIENT_ID,
     NOTIFICATION_PATH,
+    SECRETS_KEY,
     Stack,
     assert_problem,
     notification_body,
@@ -124,6 +125,8 @@ async def test_a_secret_changed_through_one_worker_is_used_by_the_other_at_once(
         pool_min=1,
         pool_max=4,
         auto_migrate=False,
+        secrets_key=SECRETS_KEY,
+        doku_allow_loopback_http=True,
         gateway_cache_ttl_s=3600.0,
     )
     async with serve_app(create_app(settings)) as other_url, httpx.AsyncClient(base_url=other_url) as other:

@@ -8,14 +8,15 @@ import csv
 import io
 import re
 
-from tests.api.conftest import NOTIFICATION_PATH, Stack, assert_problem, notification_body, order_body
+from tests.api.conftest import METRICS_TOKEN, NOTIFICATION_PATH, Stack, assert_problem, notification_body, order_body
 
 ITEMS = [("Gerabah", 40_000, 1, "kasongan")]
+SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 def _counter(metrics: str, name: str, outcome: str) -> int:
-    match = re.search(rf'^splitledger_{name}_total\{{outcome="{outcome}"\}} (\d+)$', metrics, re.M)
-    return int(match.group(1)) if match else 0
+    match = re.search(rf'^splitledger_{name}_total\{{outcome="{outcome}"\}} ([0-9.e+]+)$', metrics, re.M)
+    return int(float(match.group(1))) if match else 0
 
 
 async def test_health_answers_without_a_key_and_reports_the_database(stack: Stack) -> None:
@@ -28,12 +29,12 @@ async def test_health_answers_without_a_key_and_reports_the_database(stack: Stac
 async def test_metrics_count_captures_and_notifications_in_prometheus_text(stack: Stack) -> None:
     await stack.create_seller("kasongan")
     await stack.place_order("INV-MET-1", ITEMS)
-    before = (await stack.anon.get("/metrics")).text
+    before = (await stack.anon.get("/metrics", headers=SCRAPER)).text
     await stack.sandbox.approve("INV-MET-1")
     await stack.sandbox.drain()
     await stack.wait_for_status("INV-MET-1", "captured")
     await stack.sandbox.resend("INV-MET-1")
-    r = await stack.anon.get("/metrics")
+    r = await stack.anon.get("/metrics", headers=SCRAPER)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     after = r.text
@@ -80,7 +81,7 @@ async def test_every_answer_carries_one_x_request_id_and_a_sane_incoming_one_is_
     await stack.create_seller("kasongan")
     answers = [
         await stack.anon.get("/health"),
-        await stack.anon.get("/metrics"),
+        await stack.anon.get("/metrics", headers=SCRAPER),
         await stack.anon.get("/docs/openapi.json"),
         await stack.anon.get("/v1/orders"),  # 401
         await stack.client.get("/v1/orders"),
@@ -188,7 +189,7 @@ async def test_seller_statement_json_and_csv_agree_and_run_to_payable(stack: Sta
     paged = (await stack.client.get("/v1/sellers/kasongan/statement", params={"limit": 2})).json()
     assert [x["posting_id"] for x in paged["lines"]] == [x["posting_id"] for x in lines[:2]]
     rest = (
-        await stack.client.get("/v1/sellers/kasongan/statement", params={"limit": 10, "after": paged["next_cursor"]})
+        await stack.client.get("/v1/sellers/kasongan/statement", params={"limit": 10, "cursor": paged["next_cursor"]})
     ).json()
     assert [x["posting_id"] for x in paged["lines"] + rest["lines"]] == [x["posting_id"] for x in lines]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -126,6 +127,10 @@ def test_the_demo_tells_the_whole_story_and_ends_clean(database_url):
     for step in ("[5]", "[6]", "[7]", "[8]", "[9]"):
         assert step in result.stdout
     assert "clean:" in result.stdout and "NOT clean" not in result.stdout
+    # the platform hears of the capture from its webhook, and every event of the feed arrives signed
+    assert "⇢ webhook order.captured" in result.stdout and "learnt of the capture from its webhook" in result.stdout
+    delivered = re.search(r"webhooks: (\d+) of (\d+) events delivered, every signature valid", result.stdout)
+    assert delivered is not None and delivered.group(1) == delivered.group(2) and int(delivered.group(1)) >= 7
 
 
 async def test_status_check_and_settlement_import_from_the_command_line(database_url, monkeypatch, tmp_path, capsys):
@@ -155,7 +160,8 @@ async def test_status_check_and_settlement_import_from_the_command_line(database
         argv = ["--database-url", database_url, "import-settlement", "--platform", stack.platform_id, str(report)]
         assert await asyncio.to_thread(main, argv) == 0
         captured = capsys.readouterr()
-        assert "booked=1" in captured.out.replace(" ", "") and "importing [" in captured.err
+        assert "1 line(s) booked, 0 exception(s)" in captured.out and "importing" in captured.err
+        assert "1/1" in captured.err  # the progress bar's last state
         assert (await stack.client.get("/v1/orders/INV-CLI-1")).json()["settled_at"] is not None
         balances = (await stack.client.get("/v1/sellers/tenun/balances")).json()
         assert balances["pending"] == 0 and balances["available"] == 120_000 - 6_000  # 5 % commission
