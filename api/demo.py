@@ -2,27 +2,33 @@
 
 It starts the real service (embedded PostgreSQL unless DATABASE_URL is set) and the simulated DOKU
 on loopback, then does over HTTP exactly what a marketplace would: a platform and two sellers, a
-cart order split between them, the customer approving in the (simulated) Jenius app, DOKU's signed
-notification and the capture, the customer returning the coffee (a refund of that line item, taken
-only from the coffee seller and the platform's commission on it), DOKU's settlement report (the
-payment, and DOKU's deduction of the refund it paid) imported, a payout, and the morning
-reconciliation, whose clearing, suspense and fee accounts are back at zero — printing the balances
-at each step.
+webhook receiver registered for every event (a tiny one on loopback that checks each delivery's
+signature and prints it as it arrives), a cart order split between them, the customer approving in
+the (simulated) Jenius app, DOKU's signed notification and the capture (learnt from the webhook,
+not by polling), the customer returning the coffee (a refund of that line item, taken only from the
+coffee seller and the platform's commission on it), DOKU's settlement report (the payment, and
+DOKU's deduction of the refund it paid) imported, a payout, and the morning reconciliation, whose
+clearing, suspense and fee accounts are back at zero — printing the balances at each step, and at
+the end the feed every event came from.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import shlex
 import signal
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from api.app import create_app
 from api.database import resolve_database_url
@@ -30,6 +36,7 @@ from api.keyring import key_file_environment
 from api.serving import serve_app
 from api.settings import load_settings
 from jenius.sandbox import Sandbox, SandboxMerchant, serve_sandbox
+from ledger import webhooks
 from ledger.service.platforms import create_platform
 from ledger.store import Database
 from ledger.store.database import create_pool
@@ -67,11 +74,87 @@ def say(step: int | None, text: str) -> None:
     print(prefix + text, flush=True)
 
 
+class DemoReceiver:
+    """The marketplace's webhook receiver on loopback: checks each delivery's signature, prints it."""
+
+    def __init__(self) -> None:
+        self.secret = ""
+        self.events: list[dict[str, Any]] = []
+        self.bad_signatures = 0
+        self._arrived = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/hooks"
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            signature = headers.get(webhooks.SIGNATURE_HEADER.lower(), "")
+            ok = webhooks.verify_signature(self.secret, signature, body, now=int(time.time()))
+            status = "204 No Content" if ok else "400 Bad Request"
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            return
+        finally:
+            writer.close()
+        if not ok:
+            self.bad_signatures += 1
+            return
+        event = msgspec.json.decode(body)
+        if any(seen["id"] == event["id"] for seen in self.events):
+            return  # at least once: an event id already handled is skipped
+        self.events.append(event)
+        say(None, f"  ⇢ webhook {event['type']:<34} {resource_of(event):<24} (signature ✓)")
+        self._arrived.set()
+
+    async def wait_for(self, type_: str, invoice: str, timeout_s: float = 10.0) -> dict[str, Any] | None:
+        def found() -> dict[str, Any] | None:
+            return next(
+                (e for e in self.events if e["type"] == type_ and e["data"].get("invoice_number") == invoice), None
+            )
+
+        await self._until(lambda: found() is not None, timeout_s)
+        return found()
+
+    async def wait_for_all(self, ids: set[str], timeout_s: float) -> None:
+        await self._until(lambda: ids <= {e["id"] for e in self.events}, timeout_s)
+
+    async def _until(self, done: Callable[[], bool], timeout_s: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not done():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), left)
+
+
+def resource_of(event: dict[str, Any]) -> str:
+    data = event["data"]
+    for key in ("invoice_number", "payout_id", "report_id", "exception_id", "id"):
+        if key in data:
+            return str(data[key])[:24]
+    return ""
+
+
 class Story:
-    def __init__(self, client: httpx.AsyncClient, sandbox_url: str, sellers: list[str]) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, sandbox_url: str, sellers: list[str], receiver: DemoReceiver | None = None
+    ) -> None:
         self.client = client
         self.sandbox_url = sandbox_url
         self.sellers = sellers
+        self.receiver = receiver or DemoReceiver()
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self.client.request(method, path, **kwargs)
@@ -137,6 +220,15 @@ async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str, c
         },
     )
 
+    url = await story.receiver.start()
+    endpoint = await story.call("POST", "/v1/webhook-endpoints", json={"url": url, "events": ["*"]})
+    story.receiver.secret = endpoint["secret"]
+    say(
+        None,
+        f"and a webhook endpoint for every event: {endpoint['id']} → {url} "
+        "(its signing secret is shown in this answer only)",
+    )
+
     say(3, "Two sellers join: batik-sari (default 5 %) and kopi-kita (negotiated 3 %)")
     await story.call("POST", "/v1/sellers", json={"seller_id": "batik-sari", "name": "Batik Sari"})
     await story.call("POST", "/v1/sellers", json={"seller_id": "kopi-kita", "name": "Kopi Kita", "commission_bps": 300})
@@ -172,7 +264,9 @@ async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str, c
 
     say(5, "The customer approves in the Jenius app; DOKU sends its signed notification")
     await story.call("POST", f"{story.sandbox_url}/_sandbox/orders/{invoice}/approve")
-    order = await story.wait_for(invoice, "captured")
+    captured = await story.receiver.wait_for("order.captured", invoice)
+    order = captured["data"] if captured is not None else await story.wait_for(invoice, "captured")
+    say(None, "the platform learnt of the capture from its webhook, without polling" if captured else "(polled)")
     entry_path = order["links"]["capture_entry"]
     entry = await story.call("GET", entry_path)
     print(
@@ -257,8 +351,40 @@ async def tell(story: Story, *, platform_id: str, api_key: str, base_url: str, c
         if clean
         else "NOT clean: " + "; ".join(i.get("message", str(i)) for i in rec.get("issues", [])),
     )
+    delivered = await all_delivered(story)
     say(None, f"explore: {base_url}/docs   (Authorization: Bearer <the key above>)")
-    return clean
+    return clean and delivered
+
+
+async def all_delivered(story: Story, timeout_s: float = 15.0) -> bool:
+    """Every event of the feed arrived at the receiver, each signature valid."""
+    say(10, "Every event the platform was sent, as its feed lists them (GET /v1/events, in commit order)")
+    feed: list[dict[str, Any]] = []
+    cursor = "0"
+    while True:
+        page = await story.call("GET", "/v1/events", params={"after": cursor, "limit": 100})
+        feed += page["data"]
+        cursor = page["next_cursor"]
+        if not page["has_more"]:
+            break
+    ids = {e["id"] for e in feed}
+    await story.receiver.wait_for_all(ids, timeout_s)
+    received = {e["id"] for e in story.receiver.events}
+    print(
+        table(
+            f"{len(feed)} events",
+            ["#", "type", "resource", "webhook"],
+            [[n, e["type"], resource_of(e), "✓" if e["id"] in received else "✗"] for n, e in enumerate(feed, start=1)],
+        )
+    )
+    ok = ids <= received and story.receiver.bad_signatures == 0
+    say(
+        None,
+        f"webhooks: {len(ids & received)} of {len(ids)} events delivered, every signature valid ✓"
+        if ok
+        else f"webhooks: {len(ids & received)} of {len(ids)} delivered, {story.receiver.bad_signatures} bad signatures",
+    )
+    return ok
 
 
 def reconciliation_table(rec: dict[str, Any]) -> str:
@@ -345,6 +471,7 @@ async def _run_demo(*, port: int, sandbox_port: int, keep_running: bool, env_fil
                 log_json=False,
                 auto_migrate=False,
                 status_check_enabled=False,
+                webhooks_allow_loopback=True,  # the demo's receiver listens on loopback
             )
             app = create_app(settings)
             for name in ("splitledger", "httpx", "uvicorn", "uvicorn.error"):
@@ -369,9 +496,13 @@ async def _run_demo(*, port: int, sandbox_port: int, keep_running: bool, env_fil
                     base_url=base_url, timeout=30, headers={"Authorization": f"Bearer {api_key}"}
                 ) as client:
                     story = Story(client, sandbox_url, ["batik-sari", "kopi-kita"])
-                    clean = await tell(
-                        story, platform_id=platform_id, api_key=api_key, base_url=base_url, client_id=client_id
-                    )
+                    try:
+                        clean = await tell(
+                            story, platform_id=platform_id, api_key=api_key, base_url=base_url, client_id=client_id
+                        )
+                    finally:
+                        if not keep_running:
+                            await story.receiver.aclose()
                 if keep_running:
                     await keep_serving(
                         env_file,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 import msgspec
 
@@ -35,8 +37,61 @@ class JsonFormatter(logging.Formatter):
         return _encode(body).decode()
 
 
+class CoalescingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes the lines logged during one turn of the event loop with one write, at the end of that
+    turn (a busy worker logs many access lines per turn); warnings, errors and lines logged where no
+    event loop runs are written at once, with whatever is waiting before them."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._waiting: list[str] = []
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._waiting.append(line)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or record.levelno >= logging.WARNING:
+            self._write()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._write_later)
+
+    def _write_later(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+
+    def _write(self) -> None:
+        self._scheduled = False
+        if not self._waiting:
+            return
+        lines, self._waiting = self._waiting, []
+        try:
+            self.stream.write(self.terminator.join(lines) + self.terminator)
+            self.flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": "could not write log lines"}))
+
+    def close(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+        super().close()
+
+
 def configure_logging(json_logs: bool = True, level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    # Every request writes an access line: skip what no line shows (thread and process), as the
+    # logging docs' "Optimization" section describes.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    handler = CoalescingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter("%(levelname)s %(name)s %(message)s"))
     root = logging.getLogger("splitledger")
     root.handlers[:] = [handler]

@@ -6,7 +6,9 @@ echoed in the response, attached to every problem body and written in every log 
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import secrets
 import time
@@ -19,6 +21,25 @@ from api.metrics import METRICS
 
 log = logging.getLogger("splitledger.access")
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class _RequestIds:
+    """New request ids: a random prefix per process and a counter (unique, and no system call per
+    request, as ``secrets`` would make)."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)  # each worker process its own prefix
+
+    def renew(self) -> None:
+        self.prefix = secrets.token_hex(4)
+        self.counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):08x}"
+
+
+new_request_id = _RequestIds()
 
 
 class RequestContextMiddleware:
@@ -34,8 +55,11 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = incoming if incoming and SANE_REQUEST_ID.match(incoming) else secrets.token_hex(8)
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = incoming if incoming and SANE_REQUEST_ID.match(incoming) else new_request_id()
+        try:
+            scope["state"]["request_id"] = request_id
+        except KeyError:
+            scope["state"] = {"request_id": request_id}
         token = current_request_id.set(request_id)
         started = time.perf_counter()
         status_holder = {"status": 500}

@@ -1,12 +1,14 @@
 """DOKU's HTTP notifications: verify, keep every delivery in the inbox, capture exactly once.
 
-Rules: the platform is found by the notification's ``Client-Id``; the signature is checked over
-the raw bytes with the path of our own notification URL as Request-Target; every delivery — good,
-duplicate, forged or malformed — is kept in the inbox with its outcome; a SUCCESS goes through the
-one capture path (group-committed, idempotent by ``capture:<invoice>``); mismatches are never posted
-but become reconciliation exceptions; a status that contradicts the order's (a ``conflict``) moves no
-money, becomes a ``status_conflict`` exception and makes us ask DOKU for the status; DOKU gets a 2xx
-as soon as that is done. With the database down the answer is 503, so DOKU delivers again later.
+Rules: the platform is found by the notification's ``Client-Id`` (through the gateway cache); the
+signature is checked here, in the worker, over the raw bytes with the path of our own notification
+URL as Request-Target; every delivery — good, duplicate, forged or malformed — becomes one member
+of a group-committed batch (``ledger.service.capture``), whose one transaction writes its inbox row
+with its outcome together with its capture, its order's update and, for a mismatch, its
+reconciliation exception. A status that contradicts the order's (a ``conflict``) moves no money: in
+that same transaction it becomes a ``status_conflict`` exception, and we then ask DOKU for the
+status. DOKU gets its 2xx only after that commit, so every acknowledged notification is in the
+inbox. With the database down the answer is 503, so DOKU delivers again later.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from api.metrics import METRICS
 from api.services import Services
 from jenius import errors as jerrors
 from jenius.client import header, verify_notification
-from jenius.messages import decode_notification
-from ledger.service import gateways, orders
+from jenius.messages import Notification, decode_notification
+from ledger.service import orders
+from ledger.store.gateways import Gateway
 from ledger.store.inbox import Delivery
 
 log = logging.getLogger("splitledger.notifications")
@@ -40,31 +43,44 @@ def _invoice_of(body: bytes) -> str | None:
         return None
 
 
-async def _keep(services: Services, platform_id: str, delivery: Delivery) -> None:
-    await services.db.transaction(lambda uow: uow.inbox.keep(platform_id, delivery))
+def _verify(services: Services, gateway: Gateway, headers: Mapping[str, str], body: bytes) -> Notification:
+    settings = services.settings
+    max_age = timedelta(seconds=settings.notification_max_age_s) if settings.notification_max_age_s else None
+    return verify_notification(
+        headers=headers,
+        body=body,
+        secret_key=gateway.secret_key.reveal(),
+        notification_path=settings.notification_path,
+        now=datetime.now(UTC),
+        max_age=max_age,
+    )
+
+
+async def _verified(
+    services: Services, client_id: str, gateway: Gateway, headers: Mapping[str, str], body: bytes
+) -> Notification:
+    try:
+        return _verify(services, gateway, headers, body)
+    except jerrors.InvalidSignature:
+        # The cached secret may be older than a change made through another worker: ask once more.
+        fresh = await services.gateway_cache.refresh(client_id)
+        if fresh is None or fresh.secret_key == gateway.secret_key:
+            raise
+        return _verify(services, fresh, headers, body)
 
 
 async def receive_notification(services: Services, headers: Mapping[str, str], body: bytes) -> tuple[str, str | None]:
     """Handle one delivery; returns ``(outcome, error_code)`` where error_code means "answer non-2xx"."""
     client_id = header(headers, "Client-Id")
-    gateway = await gateways.gateway_for_client_id(services.db, client_id) if client_id else None
-    if gateway is None:
+    gateway = await services.gateway_cache.for_client_id(client_id) if client_id else None
+    if client_id is None or gateway is None:
         METRICS.count("notifications", "unknown_client_id")
         log.warning("notification for an unknown Client-Id", extra={"client_id": client_id})
         return "unknown_client_id", "unknown_client_id"
     platform_id = gateway.platform_id
     request_id = header(headers, "Request-Id")
-    settings = services.settings
-    max_age = timedelta(seconds=settings.notification_max_age_s) if settings.notification_max_age_s else None
     try:
-        notification = verify_notification(
-            headers=headers,
-            body=body,
-            secret_key=gateway.secret_key.reveal(),
-            notification_path=settings.notification_path,
-            now=datetime.now(UTC),
-            max_age=max_age,
-        )
+        notification = await _verified(services, client_id, gateway, headers, body)
     except jerrors.JeniusError as exc:
         METRICS.count("notifications", exc.code)
         invoice = None
@@ -76,25 +92,29 @@ async def receive_notification(services: Services, headers: Mapping[str, str], b
                 services.background.spawn(
                     lambda: _check(services, platform_id, stale_invoice), f"status-check-{stale_invoice}"
                 )
-        await _keep(
-            services,
-            platform_id,
-            Delivery(
-                request_id=request_id,
-                invoice_number=invoice,
-                transaction_status=None,
-                amount=None,
-                body=body,
-                outcome=exc.code,
-                detail=str(exc),
-            ),
+        refused = Delivery(
+            request_id=request_id,
+            invoice_number=invoice,
+            transaction_status=None,
+            amount=None,
+            body=body,
+            outcome=exc.code,
+            detail=str(exc),
         )
+        await services.batcher.apply(platform_id, None, refused)
         return exc.code, exc.code
     invoice_number = notification.order.invoice_number
     amount = int(notification.order.amount)
     status = notification.transaction.status
+    delivery = Delivery(
+        request_id=request_id,
+        invoice_number=invoice_number,
+        transaction_status=status,
+        amount=amount,
+        body=body,
+        outcome="pending",  # replaced by the outcome of its batch
+    )
     outcome = await orders.apply_payment_status(
-        services.db,
         services.batcher,
         platform_id,
         invoice_number,
@@ -102,6 +122,7 @@ async def receive_notification(services: Services, headers: Mapping[str, str], b
         status,
         notification.transaction.date,
         "notification",
+        delivery,
     )
     METRICS.count("notifications", outcome)
     if outcome in ("captured", "duplicate", "amount_mismatch", "unknown_invoice"):
@@ -111,18 +132,6 @@ async def receive_notification(services: Services, headers: Mapping[str, str], b
         services.background.spawn(
             lambda: _check(services, platform_id, invoice_number), f"status-check-{invoice_number}"
         )
-    await _keep(
-        services,
-        platform_id,
-        Delivery(
-            request_id=request_id,
-            invoice_number=invoice_number,
-            transaction_status=status,
-            amount=amount,
-            body=body,
-            outcome=outcome,
-        ),
-    )
     return outcome, None
 
 

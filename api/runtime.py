@@ -1,5 +1,5 @@
-"""Background loops of the service (status fallback, idempotency-key pruning, the DOKU probe) and the
-operator tasks the CLI runs with the same ``Services``."""
+"""Background loops of the service (status fallback, idempotency-key pruning, the webhook relay, the
+DOKU probe) and the operator tasks the CLI runs with the same ``Services``."""
 
 from __future__ import annotations
 
@@ -74,6 +74,8 @@ def start_background(services: Services) -> None:
         )
     if settings.sealer_interval_s > 0:
         services.background.spawn(services.sealer.run, "sealer")
+    if settings.webhook_relay_enabled:
+        services.background.spawn(services.relay.run, "webhook-relay")
     services.probe.start()
 
 

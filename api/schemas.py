@@ -2,12 +2,12 @@
 
 Rule: amounts are integer rupiah, rates integer basis points; constraints live in ``Meta`` so that
 bad input is rejected at the edge with ``invalid_request`` before any state is touched. Each ``…In``
-turns into the use case's own input (``draft()``); each ``…Out`` is made from a domain record.
+turns into the use case's own input (``draft()``); each ``…Out`` is made from a domain record
+(by ``ledger.views``, shared with the events' ``data``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
@@ -15,20 +15,20 @@ from msgspec import Meta
 
 from api.problems import ApiError
 from ledger import split
-from ledger.orders import (
-    INVOICE_NUMBER,
-    INVOICE_NUMBER_RULE,
-    CartSplit,
-    ExplicitSplit,
-    Order,
-    OrderDraft,
-    refund_status,
-)
-from ledger.refunds import Refund, RefundLine
+from ledger.orders import INVOICE_NUMBER, INVOICE_NUMBER_RULE, CartSplit, ExplicitSplit, OrderDraft
+from ledger.refunds import RefundLine
 from ledger.service.payouts import PayoutDraft
 from ledger.service.refunds import RefundDraft
 from ledger.service.sellers import SellerDraft
 from ledger.store.gateways import GatewaySettings
+
+# The answers' shapes are the resources as ``ledger.views`` shows them (events carry the same data).
+from ledger.views import AllocationOut as AllocationOut
+from ledger.views import OrderOut as OrderOut
+from ledger.views import RefundOut as RefundOut
+from ledger.views import SellerShareOut as SellerShareOut
+from ledger.views import order_out as order_out
+from ledger.views import refund_out as refund_out
 
 Rupiah = Annotated[int, Meta(ge=1, le=999_999_999_999, description="whole rupiah")]
 NonNegativeRupiah = Annotated[int, Meta(ge=0, le=999_999_999_999, description="whole rupiah")]
@@ -143,41 +143,6 @@ class OrderIn(Struct, frozen=True, kw_only=True):
     metadata: dict[str, Any] = {}
 
 
-class SellerShareOut(Struct, frozen=True, kw_only=True):
-    seller_id: str
-    subtotal: int
-    commission: int
-    fee_share: int
-    net: int
-
-
-class AllocationOut(Struct, frozen=True, kw_only=True):
-    gross: int
-    doku_fee: int
-    fee_bearer: str
-    basis: str
-    platform: int
-    sellers: list[SellerShareOut]
-
-
-class OrderOut(Struct, frozen=True, kw_only=True):
-    invoice_number: str
-    amount: int
-    status: str  # the payment's state: created, send_failed, pending, captured, failed, expired
-    refund_status: str  # none, partially_refunded, refunded (docs/order-states.md)
-    allocation: AllocationOut
-    refunded_amount: int
-    refundable_amount: int
-    captured_at: datetime | None
-    settled_at: datetime | None
-    doku_request_id: str
-    doku_error: dict[str, Any] | None
-    closed_reason: str | None
-    created_at: datetime
-    updated_at: datetime
-    links: dict[str, str]
-
-
 class OrderPage(Struct, frozen=True, kw_only=True):
     items: list[OrderOut]
     has_more: bool
@@ -214,24 +179,6 @@ class RefundIn(Struct, frozen=True, kw_only=True):
         ]
         | None
     ) = None
-
-
-class RefundOut(Struct, frozen=True, kw_only=True):
-    refund_id: str
-    invoice_number: str
-    amount: int
-    reason: str
-    mode: str
-    reference: str | None
-    status: str
-    reversal: dict[str, int] | None
-    entry_id: int | None
-    failure: dict[str, Any] | None
-    created_at: datetime
-    completed_at: datetime | None
-    line_items: list[dict[str, int]] | None  # [{"index", "quantity"}] of a refund by line item
-    cleared_at: datetime | None  # when its money finally left: DOKU deducted it, its Refund Service paid it
-    cleared_by: str | None
 
 
 class RefundCompleteIn(Struct, frozen=True, kw_only=True):
@@ -337,67 +284,4 @@ def refund_draft(data: RefundIn) -> RefundDraft:
 def payout_draft(data: PayoutIn) -> PayoutDraft:
     return PayoutDraft(
         seller_id=data.seller_id, amount=data.amount, reference=data.reference, mark_paid=data.status == "paid"
-    )
-
-
-def order_out(order: Order) -> OrderOut:
-    allocation = order.allocation
-    return OrderOut(
-        invoice_number=order.invoice_number,
-        amount=order.amount,
-        status=order.status,
-        refund_status=refund_status(order),
-        allocation=AllocationOut(
-            gross=allocation.gross,
-            doku_fee=allocation.fee,
-            fee_bearer=allocation.fee_bearer,
-            basis=allocation.basis,
-            platform=allocation.platform,
-            sellers=[
-                SellerShareOut(
-                    seller_id=s.seller_id,
-                    subtotal=s.subtotal,
-                    commission=s.commission,
-                    fee_share=s.fee_share,
-                    net=s.net,
-                )
-                for s in allocation.sellers
-            ],
-        ),
-        refunded_amount=order.refunded_amount,
-        refundable_amount=order.amount - order.refund_reserved if order.status == "captured" else 0,
-        captured_at=order.captured_at,
-        settled_at=order.settled_at,
-        doku_request_id=order.doku_request_id,
-        doku_error=order.doku_error,
-        closed_reason=order.closed_reason,
-        created_at=order.created_at,
-        updated_at=order.updated_at,
-        links={
-            "self": f"/v1/orders/{order.invoice_number}",
-            "refunds": f"/v1/orders/{order.invoice_number}/refunds",
-            "capture_entry": f"/v1/ledger/entries/{order.capture_entry_id}" if order.capture_entry_id else "",
-        },
-    )
-
-
-def refund_out(refund: Refund) -> RefundOut:
-    return RefundOut(
-        refund_id=refund.refund_id,
-        invoice_number=refund.invoice_number,
-        amount=refund.amount,
-        reason=refund.reason,
-        mode=refund.mode,
-        reference=refund.reference,
-        status=refund.status,
-        reversal=refund.reversal.parts() if refund.reversal is not None else None,
-        entry_id=refund.entry_id,
-        failure=refund.failure,
-        created_at=refund.created_at,
-        completed_at=refund.completed_at,
-        line_items=[{"index": i, "quantity": q} for i, q in sorted(refund.line_items.items())]
-        if refund.line_items
-        else None,
-        cleared_at=refund.cleared_at,
-        cleared_by=refund.cleared_by,
     )

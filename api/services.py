@@ -17,11 +17,14 @@ from api.metrics import METRICS
 from api.probe import DokuProbe
 from api.sealing import load_signer
 from api.settings import Settings
+from api.webhook_sender import HttpWebhookSender
 from ledger.service.capture import CaptureBatcher
 from ledger.service.faults import Faults
+from ledger.service.gateways import GatewayCache
 from ledger.service.idempotency import Answer, Keyed
 from ledger.service.platforms import ApiKeyVerifier
 from ledger.service.sealer import Sealer, Signer
+from ledger.service.webhooks import RelaySettings, WebhookRelay
 from ledger.store import Database, LedgerStore
 from ledger.store.database import create_pool
 from ledger.store.encryption import Keyring
@@ -66,6 +69,9 @@ class Services:
     faults: Faults
     signer: Signer
     sealer: Sealer
+    webhook_sender: HttpWebhookSender
+    relay: WebhookRelay
+    gateway_cache: GatewayCache
     background: Background = field(default_factory=Background)
 
     @property
@@ -81,6 +87,15 @@ def _no_answer(_: object) -> Answer:
     return Answer(status=200, body=b"")
 
 
+def relay_settings(settings: Settings) -> RelaySettings:
+    return RelaySettings(
+        backoff_scale=settings.webhook_backoff_scale,
+        lease_s=max(settings.webhook_lease_s, settings.webhook_timeout_s * 2),
+        concurrency=settings.webhook_concurrency,
+        poll_interval_s=settings.webhook_poll_interval_s,
+    )
+
+
 async def open_services(
     settings: Settings,
     url: str,
@@ -94,16 +109,27 @@ async def open_services(
     db = Database(pool, acquire_timeout_s=settings.db_acquire_timeout_s, keyring=keyring)
     doku = DokuGateway(settings, transport=transport)
     signer = load_signer(settings)
+    faults = faults or Faults.from_spec(settings.faults, settings.fault_mode)
+    sender = HttpWebhookSender(timeout_s=settings.webhook_timeout_s)
     services = Services(
         settings=settings,
         db=db,
-        verifier=ApiKeyVerifier(db),
+        verifier=ApiKeyVerifier(db, ttl_s=settings.api_key_cache_ttl_s),
         doku=doku,
-        batcher=CaptureBatcher(db, observe=METRICS.observe_batch),
+        batcher=CaptureBatcher(
+            db,
+            max_batch=settings.capture_max_batch,
+            in_flight=settings.capture_in_flight,
+            faults=faults,
+            observe=METRICS.observe_batch,
+        ),
         probe=DokuProbe(doku.base_urls, interval_s=settings.doku_probe_interval_s),
-        faults=faults or Faults.from_spec(settings.faults, settings.fault_mode),
         signer=signer,
         sealer=Sealer(db, signer, interval_s=settings.sealer_interval_s, max_entries=settings.sealer_block_max),
+        faults=faults,
+        webhook_sender=sender,
+        relay=WebhookRelay(db, sender, relay_settings(settings), faults=faults),
+        gateway_cache=GatewayCache(db, ttl_s=settings.gateway_cache_ttl_s),
     )
     await services.batcher.start()
     return services
@@ -113,5 +139,6 @@ async def close_services(services: Services) -> None:
     await services.background.stop()
     await services.probe.stop()
     await services.batcher.stop()
+    await services.webhook_sender.aclose()
     await services.doku.aclose()
     await services.db.pool.close()

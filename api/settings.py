@@ -51,6 +51,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_lease_s: float = 60.0
     idempotency_retention_h: int = 24
     idempotency_prune_interval_s: int = 3600
+    # Webhooks. Loopback URLs (http or https to 127.0.0.0/8, ::1, localhost) are refused unless
+    # this is true: the demo and local sandboxes set it (SPLITLEDGER_WEBHOOKS_ALLOW_LOOPBACK=true).
+    webhooks_allow_loopback: bool = False
+    # The relay delivering the outbox in the background (off: events still accumulate, and are
+    # delivered once a process with the relay on runs).
+    webhook_relay_enabled: bool = True
+    # Multiplies every retry delay (about 1 s, 5 s, 30 s, … 12 h) and the 3-day retry window:
+    # tests set it small to run the whole schedule in seconds.
+    webhook_backoff_scale: float = 1.0
+    webhook_timeout_s: float = 10.0
+    # How long a claimed delivery is leased to the process sending it (must exceed the timeout): a
+    # process killed mid-delivery leaves a lease that lapses after this, then it is sent again.
+    webhook_lease_s: float = 60.0
+    # Commits of this process wake the relay at once; other processes' are seen this often.
+    webhook_poll_interval_s: float = 1.0
+    webhook_concurrency: int = 16
+    # How long a verified API key is trusted without asking the database: a revoked key keeps
+    # working at most this long in processes other than the one that revoked it.
+    api_key_cache_ttl_s: float = 5.0
     # Fault injection for tests: phase boundaries that fail once (see ledger.service.faults);
     # fault_mode "exit" ends the process there like kill -9. Empty in production.
     faults: str = ""
@@ -83,6 +102,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # data directory; with DATABASE_URL set, one of the two is required.
     secrets_key: str = ""
     secrets_key_file: str = ""
+    # Group commit of DOKU's notifications (ledger.service.capture): the most members one
+    # transaction carries, and how many such transactions may be in flight at once (each on its own
+    # pooled connection, so keep it well below pool_max).
+    capture_max_batch: int = 500
+    capture_in_flight: int = 2
+    # How long a worker trusts its cached DOKU account (Client-Id -> platform and secret) before it
+    # reads it again: a change made through another worker is seen within this time (one made
+    # through this worker at once; a signature that fails against a cached secret is re-checked).
+    gateway_cache_ttl_s: float = 2.0
 
     def __repr__(self) -> str:  # keys and tokens never reach a log line
         shown = {f: getattr(self, f) for f in self.__struct_fields__}

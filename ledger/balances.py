@@ -121,6 +121,17 @@ def account_names(seller_id: str, codes_by_id: Mapping[int, str]) -> dict[int, S
     return names
 
 
+def balances_before_page(postings: Sequence[SellerPosting], names: Mapping[int, SellerAccount]) -> dict[int, int]:
+    """Each account's balance just before a page, for the accounts the page posts to: the running
+    balance of its first posting there, less that posting (debt is an asset, the others liabilities)."""
+    before: dict[int, int] = {}
+    for p in postings:
+        if p.account_id not in before:
+            sign = 1 if names[p.account_id] == "debt" else -1
+            before[p.account_id] = p.balance_after - p.amount * sign
+    return before
+
+
 def seller_statement_from(
     seller_id: str,
     account: StatementScope,

@@ -46,7 +46,16 @@ LedgerError
     ├── ClientIdTaken            client_id_taken
     ├── InvalidInvoiceNumber     invalid_invoice_number (could not be addressed in a URL later)
     ├── InvalidBaseUrl           invalid_base_url     (DOKU's base URL: https, or http to loopback in sandbox mode)
-    └── InvalidRefundPath        invalid_refund_path
+    ├── InvalidRefundPath        invalid_refund_path
+    └── (events, webhooks, API keys)
+        ├── UnknownEventType         unknown_event_type
+        ├── EventNotFound            event_not_found
+        ├── InvalidCursor            invalid_request
+        ├── WebhookUrlInvalid        invalid_webhook_url
+        ├── WebhookEndpointNotFound  webhook_endpoint_not_found
+        ├── TooManyWebhookEndpoints  too_many_webhook_endpoints
+        ├── ApiKeyNotFound           api_key_not_found
+        └── LastApiKey               last_api_key      (revoking it would lock the platform out)
 """
 
 from __future__ import annotations
@@ -251,3 +260,35 @@ class SecretsKeyMissing(LedgerError):
 
 class SecretUnreadable(LedgerError):
     code = "secret_unreadable"
+
+
+class UnknownEventType(MarketplaceError):
+    code = "unknown_event_type"
+
+
+class EventNotFound(MarketplaceError):
+    code = "event_not_found"
+
+
+class WebhookUrlInvalid(MarketplaceError):
+    code = "invalid_webhook_url"
+
+
+class WebhookEndpointNotFound(MarketplaceError):
+    code = "webhook_endpoint_not_found"
+
+
+class TooManyWebhookEndpoints(MarketplaceError):
+    code = "too_many_webhook_endpoints"
+
+
+class ApiKeyNotFound(MarketplaceError):
+    code = "api_key_not_found"
+
+
+class LastApiKey(MarketplaceError):
+    code = "last_api_key"
+
+
+class InvalidCursor(MarketplaceError):
+    code = "invalid_request"

@@ -182,6 +182,7 @@ class Capturable(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     capture_entry_id: int | None
     allocation: splitting.Allocation
+    closed_reason: str | None = None  # why a failed or expired order closed (a contradiction's evidence)
 
 
 class CapturePlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -249,3 +250,41 @@ def plan_captures(
             )
             to_post.append((index, req, draft))
     return CapturePlan(decided=decided, to_post=tuple(to_post))
+
+
+PaymentAction = Literal["capture", "fail", "expire", "ignore"]
+
+
+def payment_action(status: str) -> PaymentAction:
+    """What DOKU's transaction status means for an order (case-insensitive)."""
+    match status.upper():
+        case "SUCCESS":
+            return "capture"
+        case "FAILED":
+            return "fail"
+        case "EXPIRED" | "TIMEOUT":
+            return "expire"
+        case _:
+            return "ignore"
+
+
+def in_arrival_rounds(words: Sequence[tuple[str, PaymentAction]]) -> list[list[int]]:
+    """Split a batch of ``(invoice, action)`` into consecutive rounds, in arrival order, so that no
+    invoice is both captured and closed (failed or expired) within one round.
+
+    A round's captures and closes can then be applied set-based in any order and still end where
+    applying every word one after the other would: a SUCCESS after an EXPIRED, or an EXPIRED after
+    a SUCCESS, is a ``conflict`` (``is_contradiction``) against the state the word before it left.
+    Nearly every batch is one round.
+    """
+    rounds: list[list[int]] = []
+    kinds: dict[str, str] = {}  # invoice -> "capture" or "close", within the current round
+    for index, (invoice, action) in enumerate(words):
+        kind = None if action == "ignore" else "capture" if action == "capture" else "close"
+        if not rounds or (kind is not None and kinds.get(invoice, kind) != kind):
+            rounds.append([])
+            kinds = {}
+        if kind is not None:
+            kinds[invoice] = kind
+        rounds[-1].append(index)
+    return rounds

@@ -41,11 +41,13 @@ import msgspec
 from ledger import errors
 from ledger.calendar import WIB
 from ledger.journal import MAX_AMOUNT
+from ledger.text import UNACCEPTABLE, is_clean_text
 
 Format = Literal["csv", "json"]
 
 # The exception kinds a line can have as read (the others are found by matching it to its order,
 # ledger.settlement; all of them are ledger.settlement.EXCEPTION_KINDS).
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
 INVALID_LINE = "invalid_line"  # the line cannot be read: missing invoice, bad amount or date
 NET_MISMATCH = "net_mismatch"  # net != gross - fee on the line itself
 UNKNOWN_LINE_TYPE = "unknown_line_type"  # the row's type is not one the mapping knows (or is blank)
@@ -258,14 +260,21 @@ def parse_date(value: object, date_format: str | None = None) -> date | None:
     text = value.strip()
     if not text:
         return None
-    if date_format:
-        return datetime.strptime(text, date_format).date()
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        return date.fromisoformat(text)
-    if re.match(r"\d{4}-\d{2}-\d{2}[T ]", text):
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return (moment.astimezone(WIB) if moment.tzinfo else moment).date()
-    raise ValueError(f"{text!r} is not an ISO date")
+    try:
+        if date_format:
+            day = datetime.strptime(text, date_format).date()
+        elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            day = date.fromisoformat(text)
+        elif re.match(r"\d{4}-\d{2}-\d{2}[T ]", text):
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            day = (moment.astimezone(WIB) if moment.tzinfo else moment).date()
+        else:
+            raise ValueError(f"{text!r} is not an ISO date")
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00+01:00 in WIB
+        raise ValueError(f"{text!r} is out of range") from exc
+    if not FIRST_DAY <= day <= LAST_DAY:  # beyond them the working-day arithmetic overflows
+        raise ValueError(f"{text!r} is out of range")
+    return day
 
 
 def read_line(
@@ -275,6 +284,9 @@ def read_line(
     problems: list[str] = []
     invoice = cells.get("invoice_number")
     invoice = invoice.strip() if isinstance(invoice, str) else None
+    if invoice and not is_clean_text(invoice):
+        problems.append("invoice_number: control characters")
+        invoice = UNACCEPTABLE.sub("?", invoice)  # kept legible in the exception, never stored as sent
     if not invoice:
         if kind not in SIGNED:  # an adjustment or fee correction may concern no single order
             problems.append("invoice_number: missing")
@@ -431,7 +443,7 @@ def _csv_records(content: bytes, mapping: SettlementMapping) -> list[dict[str, o
 def _json_records(content: bytes, mapping: SettlementMapping) -> list[dict[str, object]]:
     try:
         objects = _json_lines.decode(content)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise errors.SettlementReportInvalid(f"the report is not a JSON list of line objects: {exc}") from exc
     columns = mapping.columns()
     keyed = [{_key(k): v for k, v in obj.items()} for obj in objects]

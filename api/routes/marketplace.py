@@ -69,6 +69,7 @@ class PlatformController(Controller):
                 services.db,
                 platform_id,
                 gateway_settings(data),
+                services.gateway_cache,
                 allow_loopback_http=services.settings.doku_allow_loopback_http,
             )
         )

@@ -28,6 +28,7 @@ from ledger.settlement import ImportSummary
 from ledger.settlement_report import DEFAULT_MAPPING, Format, SettlementMapping, mapping_from_spec
 from ledger.store.database import UnitOfWork
 from ledger.store.exceptions import ReconciliationException
+from ledger.views import ImportOut, import_out
 
 
 class PayoutPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,14 +60,6 @@ class ResolveIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     resolution: Annotated[str, msgspec.Meta(min_length=1, max_length=2000, examples=["DOKU corrected the report"])]
     action: Literal["note", "capture", "write_off"] = "note"
-
-
-class ImportOut(ImportSummary, frozen=True, kw_only=True):
-    exception_count: int
-
-
-def _import_out(summary: ImportSummary) -> ImportOut:
-    return ImportOut(**msgspec.structs.asdict(summary), exception_count=sum(summary.exceptions.values()))
 
 
 def _csv(text: str, filename: str) -> Response[bytes]:
@@ -324,7 +317,7 @@ class SettlementController(Controller):
                 return await keyed.finish(lambda uow: _same(result))
             return result
 
-        return await answer(request, keyed, run, _import_out)
+        return await answer(request, keyed, run, import_out)
 
     @get("/{report_id:str}", summary="An imported report with its lines")
     async def get_report(self, services: ServicesDep, platform_id: PlatformId, report_id: FromPath[str]) -> Any:

@@ -55,7 +55,12 @@ async def seller_statement(
         )
         before: dict[int, int] = {}
         if account == "all" and postings[:limit]:
-            before = await uow.reports.balances_before(platform_id, list(names), postings[0].posting_id)
+            # Accounts the page posts to carry their balance before it; only the others are read,
+            # and on the first page from the start nothing comes before it.
+            before = balances.balances_before_page(postings[:limit], names)
+            missing = [account_id for account_id in names if account_id not in before]
+            if missing and (after or since is not None):
+                before |= await uow.reports.balances_before(platform_id, missing, postings[0].posting_id)
         return balances.seller_statement_from(
             seller_id, account, postings, limit=limit, names=names, balances_before=before
         )

@@ -14,12 +14,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ledger import bookings, chart, errors, settlement
-from ledger.orders import STATUS_CONFLICT, CaptureRequest, Order
+from ledger.orders import STATUS_CONFLICT, CaptureRequest
 from ledger.service.capture import capture_batch
+from ledger.service.events import exception_resolved
 from ledger.service.gateway import PaymentStatus, Unreachable
 from ledger.service.idempotency import Keyed
 from ledger.store.database import Database, UnitOfWork
-from ledger.store.exceptions import NewException, ReconciliationException
+from ledger.store.exceptions import ReconciliationException
 
 Action = Literal["note", "capture", "write_off"]
 
@@ -54,6 +55,7 @@ async def resolve_exception(
             platform_id, exception_id, resolution if action == "note" else f"{action}: {resolution}"
         )
         assert resolved is not None
+        exception_resolved(uow, platform_id, resolved)
         return resolved
 
     return await keyed.finish(resolve)
@@ -98,30 +100,6 @@ def _doku_time(value: str | None) -> datetime | None:
 
 
 # --- contradicting words from DOKU --------------------------------------------------------------
-
-
-async def record_conflict(uow: UnitOfWork, platform_id: str, order: Order, evidence: dict[str, Any]) -> None:
-    """Open the order's ``status_conflict`` exception, or add this word to the one already open."""
-    evidence = {**evidence, "received_at": datetime.now(UTC).isoformat()}
-    open_ = await uow.exceptions.open_of(platform_id, order.invoice_number, STATUS_CONFLICT)
-    if open_:
-        await uow.exceptions.add_evidence(platform_id, [e.exception_id for e in open_], "evidence", evidence)
-        return
-    said, was = evidence["doku_status"], order.status
-    message = f"DOKU says {said} for an order that is {was}: money stays as it is until an operator resolves this"
-    await uow.exceptions.add(
-        platform_id,
-        [
-            NewException(
-                kind=STATUS_CONFLICT,
-                source=str(evidence["source"]),
-                invoice_number=order.invoice_number,
-                expected=order.amount,
-                actual=int(evidence["amount"]),
-                detail={"message": message, "order_status": was, "evidence": [evidence], "status_checks": []},
-            )
-        ],
-    )
 
 
 async def record_status_check(

@@ -1,10 +1,11 @@
 """Fault injection at the phase boundaries of money-moving requests (for tests only).
 
 A point is named ``<phase>:before_commit``, ``<phase>:after_commit`` (phases are named by each use
-case; the last one is ``finish``) or ``gateway:after_call`` (DOKU has acted, nothing of its answer is
-stored yet). An armed point fails once, either by raising ``InjectedCrash`` (in-process tests) or by
-ending the process at once with ``os._exit`` (like ``kill -9``: no cleanup, no answer). Nothing is
-armed unless a test or ``SPLITLEDGER_FAULTS`` says so.
+case; the last one is ``finish``; the group commit of notifications is ``capture_batch``) or
+``gateway:after_call`` (DOKU has acted, nothing of its answer is stored yet). An armed point fails
+once, either by raising ``InjectedCrash`` (in-process tests) or by ending the process at once with
+``os._exit`` (like ``kill -9``: no cleanup, no answer). Nothing is armed unless a test or
+``SPLITLEDGER_FAULTS`` says so.
 """
 
 from __future__ import annotations

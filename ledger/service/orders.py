@@ -7,11 +7,13 @@ Rules:
   which DOKU treats as an idempotency key), never lost, never duplicated.
 * DOKU's "SUCCESS" to a payment request only means the request reached the customer's app; only a
   notification or a status check captures, through the one capture path (``apply_payment_status``).
-* A capture that does not match its order is never posted; it becomes a reconciliation exception.
+* A capture that does not match its order is never posted; it becomes a reconciliation exception,
+  in the same transaction as the notification's inbox row.
 * DOKU's word never changes money state against the order's (docs/order-states.md): a SUCCESS after
   FAILED or EXPIRED, or a FAILED or EXPIRED after SUCCESS, is a ``conflict``: a ``status_conflict``
   exception with the evidence (one per order while it is open; later words add to its evidence),
-  and the caller asks DOKU for the status (``check_order_status`` records the answer on it).
+  written in the batch of the word (``ledger.service.capture``), and the caller asks DOKU for the
+  status (``check_order_status`` records the answer on it).
 """
 
 from __future__ import annotations
@@ -19,25 +21,23 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from ledger import errors, split
+from ledger import events as ev
 from ledger.orders import (
     INVOICE_NUMBER_RULE,
     STATUS_CONFLICT,
-    CaptureRequest,
     Order,
     OrderDraft,
-    conflict_evidence,
     freeze_policy,
     is_addressable_invoice_number,
-    is_contradiction,
     named_sellers,
 )
-from ledger.service.capture import CaptureBatcher
-from ledger.service.exceptions import record_conflict, record_status_check
+from ledger.service.capture import CaptureBatcher, PaymentWord
+from ledger.service.exceptions import record_status_check
 from ledger.service.gateway import Delivered, Outcome, PaymentGateway, Refused, Unreachable
 from ledger.service.idempotency import Keyed
 from ledger.store.database import Database, UnitOfWork
-from ledger.store.exceptions import NewException
 from ledger.store.gateways import Gateway
+from ledger.store.inbox import Delivery
 
 SEND_STATUSES = ("created", "send_failed")
 
@@ -65,7 +65,7 @@ async def create_order(db: Database, doku: PaymentGateway, keyed: Keyed, platfor
         doku_request, problems = doku.payment_request(gateway, draft, allocation, bank_ids, platform_id)
         if problems:
             raise errors.GatewayRulesBroken("the order breaks DOKU's rules", problems=problems)
-        await uow.orders.insert(
+        order = await uow.orders.insert(
             platform_id,
             invoice_number=draft.invoice_number,
             amount=draft.amount,
@@ -74,6 +74,7 @@ async def create_order(db: Database, doku: PaymentGateway, keyed: Keyed, platfor
             allocation=allocation,
             doku_request_id=request_id,
         )
+        uow.events.emit(platform_id, ev.order_event(ev.ORDER_CREATED, order))
 
     await keyed.phase("order_created", create)
     return await _deliver(db, doku, keyed, platform_id, draft.invoice_number)
@@ -121,6 +122,7 @@ async def _record_delivery(uow: UnitOfWork, platform_id: str, invoice_number: st
                 only_from=SEND_STATUSES,
                 doku_error={"code": code, "detail": detail},
             )
+    uow.events.emit_all(platform_id, ev.closed_order_event(moved))
     # None: a notification or status check moved the order meanwhile; read what it is now.
     return moved or await uow.orders.get(platform_id, invoice_number)
 
@@ -136,7 +138,6 @@ def parse_doku_time(value: str | None) -> datetime | None:
 
 
 async def apply_payment_status(
-    db: Database,
     batcher: CaptureBatcher,
     platform_id: str,
     invoice_number: str,
@@ -144,56 +145,19 @@ async def apply_payment_status(
     status: str,
     date: str | None,
     source: str,
+    delivery: Delivery | None = None,
 ) -> str:
-    """The one path from DOKU's word about a payment to the books; returns the outcome."""
-    status = status.upper()
-    if status == "SUCCESS":
-        result = await batcher.capture(
-            platform_id,
-            CaptureRequest(invoice_number=invoice_number, amount=amount, at=parse_doku_time(date), source=source),
-        )
-        if result.outcome in ("amount_mismatch", "unknown_invoice"):
-            found = NewException(
-                kind=result.outcome,
-                source=source,
-                invoice_number=invoice_number,
-                expected=result.expected,
-                actual=amount,
-            )
-            await db.transaction(lambda uow: uow.exceptions.add(platform_id, [found]))
-        elif result.outcome == "conflict":
-            await db.transaction(lambda uow: _conflict(uow, platform_id, invoice_number, amount, status, date, source))
-        return result.outcome
-    if status in ("FAILED", "EXPIRED", "TIMEOUT"):
+    """The one path from DOKU's word about a payment to the books; returns the outcome.
 
-        async def close(uow: UnitOfWork) -> str:
-            closed = await uow.orders.set_status(
-                platform_id,
-                invoice_number,
-                "expired" if status in ("EXPIRED", "TIMEOUT") else "failed",
-                closed_reason=f"doku_{status.lower()}",
-            )
-            if closed is not None:
-                return "closed"
-            return await _conflict(uow, platform_id, invoice_number, amount, status, date, source)
-
-        return await db.transaction(close)
-    return "ignored"
-
-
-async def _conflict(
-    uow: UnitOfWork, platform_id: str, invoice_number: str, amount: int, status: str, date: str | None, source: str
-) -> str:
-    """Keep a contradicting word from DOKU as evidence, under the order's lock; money stays as it is."""
-    orders = await uow.orders.lock_many(platform_id, [invoice_number])
-    order = orders.get(invoice_number)
-    if order is None or not is_contradiction(order.status, status):
-        return "ignored"  # e.g. EXPIRED after FAILED: no money either way
-    evidence = conflict_evidence(
-        order.status, order.closed_reason, doku_status=status, amount=amount, date=date, source=source
+    The word is one member of a group-committed batch (``ledger.service.capture``): its capture,
+    its order's update, the reconciliation exception of a mismatch or of a contradiction
+    (``conflict``) and ``delivery`` (the inbox row of a notification) commit together, before this
+    returns.
+    """
+    word = PaymentWord(
+        invoice_number=invoice_number, amount=amount, status=status.upper(), at=parse_doku_time(date), source=source
     )
-    await record_conflict(uow, platform_id, order, evidence)
-    return "conflict"
+    return (await batcher.apply(platform_id, word, delivery)).outcome
 
 
 async def check_order_status(
@@ -208,7 +172,7 @@ async def check_order_status(
         answer = await doku.check_status(gateway, invoice_number)
         if not isinstance(answer, Unreachable):
             await apply_payment_status(
-                db, batcher, platform_id, invoice_number, answer.amount, answer.status, answer.date, "status_check"
+                batcher, platform_id, invoice_number, answer.amount, answer.status, answer.date, "status_check"
             )
     elif await db.read(lambda uow: uow.exceptions.open_of(platform_id, invoice_number, STATUS_CONFLICT)):
         # A contradiction is open: DOKU's own answer is evidence for the operator; it moves no money.

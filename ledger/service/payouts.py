@@ -12,6 +12,7 @@ from datetime import datetime
 import msgspec
 
 from ledger import bookings, errors
+from ledger import events as ev
 from ledger.model import EntryDraft
 from ledger.payouts import Payout, PayoutStatus, accounts_touched, check_payable, check_transition, same_payout
 from ledger.service.idempotency import Keyed
@@ -48,7 +49,7 @@ async def request_payout(uow: UnitOfWork, platform_id: str, payout_id: str, draf
     if draft.mark_paid:
         drafts.append(bookings.payout_paid_entry(payout_id, seller_id, amount))
     posted = [await uow.ledger.post_one(platform_id, d) for d in drafts]
-    return await uow.payouts.insert(
+    payout = await uow.payouts.insert(
         platform_id,
         payout_id=payout_id,
         seller_id=seller_id,
@@ -58,6 +59,8 @@ async def request_payout(uow: UnitOfWork, platform_id: str, payout_id: str, draf
         request_entry_id=posted[0].entry_id,
         completion_entry_id=posted[1].entry_id if draft.mark_paid else None,
     )
+    uow.events.emit_all(platform_id, ev.payout_events(payout, created=True))
+    return payout
 
 
 async def confirm_payout(
@@ -90,9 +93,11 @@ async def _move(
     if not check_transition(payout, status):
         return payout
     posted = await uow.ledger.post_one(platform_id, entry_for(payout_id, payout.seller_id, payout.amount))
-    return await uow.payouts.complete(
+    payout = await uow.payouts.complete(
         platform_id, payout_id, status, posted.entry_id, reference=reference, reason=reason
     )
+    uow.events.emit_all(platform_id, ev.payout_events(payout, created=False))
+    return payout
 
 
 async def get_payout(db: Database, platform_id: str, payout_id: str) -> Payout:

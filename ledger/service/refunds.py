@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from ledger import bookings, chart, errors, split
+from ledger import events as ev
 from ledger.orders import Order, order_items
 from ledger.refunds import (
     Refund,
@@ -91,6 +92,7 @@ async def reserve_refund(
         line_items=lines,
     )
     await uow.orders.reserve_refund(platform_id, invoice_number, amount)
+    uow.events.emit(platform_id, ev.refund_event(ev.REFUND_CREATED, refund))
     return refund
 
 
@@ -163,9 +165,11 @@ async def complete_refund(uow: UnitOfWork, platform_id: str, refund_id: str, *, 
     cumulative = split.sum_reversals([r for r in (order.reversed, reversal) if r is not None])
     await uow.orders.record_reversal(platform_id, order.invoice_number, cumulative, refund.amount)
     cleared_by = f"bank {reference or refund.reference or ''}".strip() if refund.mode == "manual" else None
-    return await uow.refunds.succeed(
+    refund = await uow.refunds.succeed(
         platform_id, refund_id, reversal, posted.entry_id, reference, cleared_by=cleared_by
     )
+    uow.events.emit(platform_id, ev.refund_event(ev.REFUND_SUCCEEDED, refund))
+    return refund
 
 
 async def fail_refund(uow: UnitOfWork, platform_id: str, refund_id: str, failure: dict[str, Any]) -> Refund:
@@ -176,7 +180,9 @@ async def fail_refund(uow: UnitOfWork, platform_id: str, refund_id: str, failure
     if refund.status != "requested":
         return refund
     await uow.orders.reserve_refund(platform_id, refund.invoice_number, -refund.amount)
-    return await uow.refunds.fail(platform_id, refund_id, failure)
+    refund = await uow.refunds.fail(platform_id, refund_id, failure)
+    uow.events.emit(platform_id, ev.refund_event(ev.REFUND_FAILED, refund))
+    return refund
 
 
 async def confirm_deposit_refund(

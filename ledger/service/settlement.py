@@ -16,8 +16,9 @@ Rules it keeps (what each line kind means and how it is booked: ``ledger.settlem
   serialises concurrent imports of one report), the orders (``uow.orders.lock_many``, invoice
   order), then the balance rows (``uow.ledger.lock_balances``, account order).
 * A line that is not booked is stored with its exception kind and becomes a reconciliation
-  exception (``uow.exceptions.add``) in the same transaction; nothing is posted for it. A booked
-  adjustment opens an ``adjustment`` exception too: its money waits in ``doku:suspense``.
+  exception (``open_exceptions``, with its event) in the same transaction; nothing is posted for
+  it. A booked adjustment opens an ``adjustment`` exception too: its money waits in
+  ``doku:suspense``. An exception a re-import resolves gets its ``exception_resolved`` event.
 * ``on_finish(uow, summary)`` is awaited in the transaction that stores the final summary (or,
   for a report imported before, in the one that read it), so the caller can store its answer
   (an HTTP idempotency key) atomically with it.
@@ -30,7 +31,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import msgspec
 
 from ledger import chart, errors, settlement, split
+from ledger import events as ev
 from ledger.model import EntryDraft, Posted
+from ledger.service.events import exception_resolved, open_exceptions
 from ledger.service.refunds import RefundDraft, complete_refund, reserve_refund
 from ledger.settlement import ImportSummary, LineOutcome, SettlementReport
 from ledger.settlement_report import DEFAULT_MAPPING, Format, ParsedReport, ReportLine, SettlementMapping, parse_report
@@ -132,7 +135,7 @@ async def _import_chunk(
         return
     outcomes, entry_ids = await _book_payments(uow, platform_id, report_id, lines, first_seen)
     await uow.settlements.add_lines(platform_id, report_id, settlement.line_rows(lines, outcomes, entry_ids))
-    await uow.exceptions.add(platform_id, _exceptions(report_id, lines, outcomes))
+    await open_exceptions(uow, platform_id, _exceptions(report_id, lines, outcomes))
 
 
 async def _book_payments(
@@ -174,7 +177,7 @@ async def _import_one(uow: UnitOfWork, platform_id: str, report_id: str, line: R
     await uow.settlements.add_lines(platform_id, report_id, [settlement.line_row(line, outcome, entry_id, refund_id)])
     raised = outcome or opened
     if raised is not None:
-        await uow.exceptions.add(platform_id, [_exception(report_id, line, raised)])
+        await open_exceptions(uow, platform_id, [_exception(report_id, line, raised)])
 
 
 async def _book_other(uow: UnitOfWork, platform_id: str, report_id: str, line: ReportLine) -> Evaluated:
@@ -310,10 +313,12 @@ async def _reevaluate_line(
         return False  # the same problem: the exception stays as it is
     await uow.settlements.replace_line(platform_id, report_id, settlement.line_row(line, outcome, entry_id, refund_id))
     why = "booked when the report was imported again" if outcome is None else f"now {outcome.kind}"
-    await uow.exceptions.resolve(platform_id, exception_id, f"re-evaluated on re-import: {why}")
+    resolved = await uow.exceptions.resolve(platform_id, exception_id, f"re-evaluated on re-import: {why}")
+    if resolved is not None:
+        exception_resolved(uow, platform_id, resolved)
     raised = outcome or opened
     if raised is not None:
-        await uow.exceptions.add(platform_id, [_exception(report_id, line, raised)])
+        await open_exceptions(uow, platform_id, [_exception(report_id, line, raised)])
     return outcome is None
 
 
@@ -350,6 +355,7 @@ async def _finish(
     tallies = await uow.settlements.tally(platform_id, report_id)
     summary = settlement.summarize(report_id, source_name, report.format, report.skipped, tallies)
     await uow.settlements.store_summary(platform_id, report_id, summary)
+    uow.events.emit(platform_id, ev.settlement_event(summary))
     if on_finish is not None:
         await on_finish(uow, summary)
     return summary

@@ -6,6 +6,9 @@ Rules:
   ``uow.ledger``, ``uow.keys`` …); every table's SQL lives in its own module of this package.
 * The whole unit of work is run again on a deadlock or serialization failure (with jitter), and
   committed or rolled back as a whole: nothing is half-written.
+* Events a use case emits (``uow.events.emit``) are written as the unit of work's last statement,
+  so they commit with the change or not at all (the outbox: ``ledger.store.events``); after a
+  commit that wrote events, the listeners (the webhook relay) are told at once.
 * Driver errors are translated at this seam (``ledger.store.driver``): an unreachable database is
   ``StoreUnavailable`` within ``acquire_timeout_s``; the service recovers by itself once the
   database is back, because the pool opens fresh connections.
@@ -15,8 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from functools import cached_property
 from typing import Literal, TypeVar
 
@@ -27,6 +29,7 @@ import ledger.store.driver as driver
 from ledger import errors
 from ledger.store.chain import ChainTable
 from ledger.store.encryption import Keyring
+from ledger.store.events import EventsTable
 from ledger.store.exceptions import ExceptionsTable
 from ledger.store.gateways import GatewaysTable
 from ledger.store.idempotency import IdempotencyKeys
@@ -39,6 +42,7 @@ from ledger.store.refunds import RefundsTable
 from ledger.store.reports import ReportsTable
 from ledger.store.sellers import SellersTable
 from ledger.store.settlements import SettlementsTable
+from ledger.store.webhooks import WebhooksTable
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 6
@@ -106,6 +110,56 @@ class UnitOfWork:
     def reports(self) -> ReportsTable:
         return ReportsTable(self.conn)
 
+    @cached_property
+    def events(self) -> EventsTable:
+        return EventsTable(self.conn)
+
+    @cached_property
+    def webhooks(self) -> WebhooksTable:
+        return WebhooksTable(self.conn)
+
+    async def flush_events(self) -> int:
+        """Write the events emitted in this unit of work (``Database.transaction`` does, last)."""
+        outbox: EventsTable | None = self.__dict__.get("events")
+        return await outbox.flush() if outbox is not None else 0
+
+    def has_pending_events(self) -> bool:
+        outbox: EventsTable | None = self.__dict__.get("events")
+        return outbox is not None and outbox.pending > 0
+
+
+class _Acquired:
+    """One pooled connection for the length of an ``async with``; driver errors raised inside are
+    translated on the way out. (A plain class, not ``@asynccontextmanager``, and ``asyncio.timeout``
+    rather than asyncpg's own acquire timeout, which starts a task: every request passes here.)"""
+
+    __slots__ = ("conn", "pool", "timeout_s")
+
+    def __init__(self, pool: asyncpg.Pool, timeout_s: float) -> None:
+        self.pool = pool
+        self.timeout_s = timeout_s
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                self.conn = await self.pool.acquire()
+        except driver.UNAVAILABLE as exc:
+            raise driver.unavailable(exc) from exc
+        return self.conn
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            await self.pool.release(self.conn)
+        except driver.UNAVAILABLE as released:
+            if exc is None:
+                raise driver.unavailable(released) from released
+        if exc is None:
+            return
+        if isinstance(exc, driver.UNAVAILABLE):
+            raise driver.unavailable(exc) from exc
+        if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
+            raise driver.translate_integrity_error(exc) from exc
+
 
 class Database:
     """The pool, and the only way to run SQL on it; ``keyring`` seals and opens DOKU secrets."""
@@ -115,18 +169,18 @@ class Database:
         self.acquire_timeout_s = acquire_timeout_s
         self.keyring = keyring
         self.ledger = LedgerStore(pool, database=self)
+        self._event_listeners: list[Callable[[], None]] = []
 
-    @asynccontextmanager
-    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
-        try:
-            async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
-                yield conn
-        except driver.UNAVAILABLE as exc:
-            raise driver.unavailable(exc) from exc
-        except asyncpg.exceptions.PostgresError as exc:
-            if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
-                raise driver.translate_integrity_error(exc) from exc
-            raise
+    def on_events_committed(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (no I/O, no await) after every commit that wrote events."""
+        self._event_listeners.append(listener)
+
+    def notify_events_committed(self) -> None:
+        for listener in self._event_listeners:
+            listener()
+
+    def _acquire(self) -> _Acquired:
+        return _Acquired(self.pool, self.acquire_timeout_s)
 
     async def transaction(
         self,
@@ -139,7 +193,12 @@ class Database:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with self._acquire() as conn, conn.transaction(isolation=isolation, readonly=readonly):
-                    return await work(UnitOfWork(conn, self.ledger, self.keyring))
+                    uow = UnitOfWork(conn, self.ledger, self.keyring)
+                    result = await work(uow)
+                    written = await uow.flush_events()
+                if written:
+                    self.notify_events_committed()
+                return result
             except TRANSIENT:
                 if attempt == MAX_ATTEMPTS:
                     raise errors.StoreUnavailable("gave up after repeated transaction conflicts") from None
@@ -149,7 +208,11 @@ class Database:
     async def read(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         """Run ``await work(uow)`` on one connection without an explicit transaction (reads)."""
         async with self._acquire() as conn:
-            return await work(UnitOfWork(conn, self.ledger, self.keyring))
+            uow = UnitOfWork(conn, self.ledger, self.keyring)
+            result = await work(uow)
+        if uow.has_pending_events():
+            raise AssertionError("events are written by Database.transaction, never by a read")
+        return result
 
     async def ping(self) -> float:
         """Round trip to the database in seconds; ``StoreUnavailable`` when it cannot be reached."""
@@ -172,6 +235,7 @@ async def create_pool(
             command_timeout=60,
             timeout=connect_timeout_s,
             init=init_connection,
+            reset=keep_session,
         )
     except driver.UNAVAILABLE as exc:
         raise driver.unavailable(exc) from exc
@@ -181,6 +245,14 @@ async def create_pool(
 
 def _encode_json(value: object) -> str:
     return msgspec.json.encode(value).decode()
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Released connections keep their session: asyncpg rolls back a transaction left open (and
+    drops listeners) before calling this, which is all the service needs, since it never leaves
+    session state behind (no session SET, LISTEN, cursor or session advisory lock). The default
+    reset (``RESET ALL`` and friends) costs a round trip per request and would undo the session's
+    UTC time zone set by ``init_connection``."""
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:

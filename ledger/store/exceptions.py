@@ -39,15 +39,19 @@ class ExceptionsTable:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def add(self, platform_id: str, found: Sequence[NewException]) -> None:
+    async def add(self, platform_id: str, found: Sequence[NewException]) -> list[ReconciliationException]:
+        """Open exceptions (in the order given); returns them as stored. Use cases open them through
+        ``ledger.service.events.open_exceptions``, which writes their events."""
         if not found:
-            return
-        await self.conn.execute(
+            return []
+        rows = await self.conn.fetch(
             """
             INSERT INTO reconciliation_exceptions (platform_id, kind, source, invoice_number, expected, actual, detail)
             SELECT $1, kind, source, invoice_number, expected, actual, detail
               FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::jsonb[])
-                   AS s(kind, source, invoice_number, expected, actual, detail)
+                   WITH ORDINALITY AS s(kind, source, invoice_number, expected, actual, detail, n)
+             ORDER BY n
+            RETURNING *
             """,
             platform_id,
             [e.kind for e in found],
@@ -57,6 +61,7 @@ class ExceptionsTable:
             [e.actual for e in found],
             [e.detail for e in found],
         )
+        return sorted((_exception(r) for r in rows), key=lambda e: e.exception_id)
 
     async def page(
         self, platform_id: str, *, open_only: bool, limit: int, before: tuple[datetime, int] | None = None

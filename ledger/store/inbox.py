@@ -1,6 +1,12 @@
-"""The ``notifications`` table: every delivery DOKU made, good or bad, with its outcome."""
+"""The ``notifications`` table: every delivery DOKU made, good or bad, with its outcome.
+
+Deliveries are kept many at a time (``keep_many``: one statement per batch of notifications), in the
+unit of work that applies them, so a delivery is in the inbox exactly when its effect is committed.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import asyncpg
 import msgspec
@@ -35,4 +41,27 @@ class InboxTable:
             delivery.body,
             delivery.outcome,
             delivery.detail,
+        )
+
+    async def keep_many(self, platform_id: str, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        await self.conn.execute(
+            """
+            INSERT INTO notifications (platform_id, request_id, invoice_number, transaction_status, amount, body,
+                                       outcome, detail)
+            SELECT $1, request_id, invoice_number, transaction_status, amount, body, outcome, detail
+              FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bytea[], $7::text[], $8::text[])
+                   WITH ORDINALITY
+                   AS d(request_id, invoice_number, transaction_status, amount, body, outcome, detail, ord)
+             ORDER BY ord
+            """,
+            platform_id,
+            [d.request_id for d in deliveries],
+            [d.invoice_number for d in deliveries],
+            [d.transaction_status for d in deliveries],
+            [d.amount for d in deliveries],
+            [d.body for d in deliveries],
+            [d.outcome for d in deliveries],
+            [d.detail for d in deliveries],
         )

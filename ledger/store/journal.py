@@ -1,9 +1,10 @@
 """The ledger's PostgreSQL store (asyncpg) — the only place the ledger touches a database.
 
 Rules it keeps:
-* Set-based posting: ``post`` takes many entries and writes them with a fixed number of statements
-  (lock accounts, read idempotency keys, insert entries + postings, update balances), so each
-  account's balance row is updated once per batch however many entries touch it.
+* Set-based posting: ``post`` takes many entries and writes them in two statements (lock the
+  accounts and read the idempotency keys; insert the entries and postings and update the balances),
+  so each account's balance row is updated once per batch however many entries touch it, and a
+  batch costs two round trips whatever its size.
 * Accounts are locked in ``account_id`` order (``ORDER BY … FOR UPDATE``) so concurrent batches
   cannot deadlock on each other; deadlocks and serialization failures are retried anyway.
 * Per-entry results (TigerBeetle style): one entry that would overdraw or conflicts is rejected
@@ -223,22 +224,13 @@ class LedgerStore:
         self, conn: asyncpg.Connection, platform_id: str, drafts: Sequence[EntryDraft]
     ) -> list[PostResult]:
         codes = sorted({p.account for d in drafts for p in d.postings})
-        rows = await lock_accounts(conn, platform_id, codes)
+        rows, existing = await _lock_accounts_and_read_keys(
+            conn, platform_id, codes, [d.idempotency_key for d in drafts]
+        )
         accounts = {r["code"]: r for r in rows}
         balance = {r["code"]: r["balance"] for r in rows}
         version = {r["code"]: r["version"] for r in rows}
         hashes = [content_hash(d) for d in drafts]
-        existing = {
-            r["idempotency_key"]: (r["entry_id"], bytes(r["content_hash"]))
-            for r in await conn.fetch(
-                """
-                SELECT idempotency_key, entry_id, content_hash FROM journal_entries
-                 WHERE platform_id = $1 AND idempotency_key = ANY($2::text[])
-                """,
-                platform_id,
-                [d.idempotency_key for d in drafts],
-            )
-        }
 
         results: list[PostResult | None] = [None] * len(drafts)
         accepted: dict[str, int] = {}  # key -> index of the accepted draft in this batch
@@ -282,25 +274,15 @@ class LedgerStore:
             accepted[key] = index
 
         if accepted:
+            touched = sorted({row[1] for row in posting_rows})
+            by_id = {accounts[c]["account_id"]: c for c in accounts}
             entry_ids = await self._insert(
                 conn,
                 platform_id,
                 [drafts[i] for i in accepted.values()],
                 [hashes[i] for i in accepted.values()],
                 posting_rows,
-            )
-            touched = sorted({row[1] for row in posting_rows})
-            by_id = {accounts[c]["account_id"]: c for c in accounts}
-            await conn.execute(
-                """
-                UPDATE accounts AS a SET balance = s.balance, version = s.version
-                  FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS s(account_id, balance, version)
-                 WHERE a.platform_id = $1 AND a.account_id = s.account_id
-                """,
-                platform_id,
-                touched,
-                [balance[by_id[a]] for a in touched],
-                [version[by_id[a]] for a in touched],
+                (touched, [balance[by_id[a]] for a in touched], [version[by_id[a]] for a in touched]),
             )
             for key, index in accepted.items():
                 results[index] = Posted(entry_id=entry_ids[key])
@@ -315,7 +297,9 @@ class LedgerStore:
         drafts: list[EntryDraft],
         hashes: list[bytes],
         posting_rows: list[tuple[str, int, int, str, int, int]],
+        updated: tuple[list[int], list[int], list[int]],
     ) -> dict[str, int]:
+        """Insert the entries and their postings and update the balance rows, in one statement."""
         keys, acct_ids, amounts, currencies, balances, versions = (
             [list(col) for col in zip(*posting_rows, strict=True)] if posting_rows else ([], [], [], [], [], [])
         )
@@ -344,8 +328,15 @@ class LedgerStore:
                   CROSS JOIN now_
                  ORDER BY x.ord
                 RETURNING 1
+            ),
+            u AS (
+                UPDATE accounts AS a SET balance = s.balance, version = s.version
+                  FROM unnest($15::bigint[], $16::bigint[], $17::bigint[]) AS s(account_id, balance, version)
+                 WHERE a.platform_id = $1 AND a.account_id = s.account_id
+                RETURNING 1
             )
-            SELECT entry_id, idempotency_key, (SELECT count(*) FROM p) AS postings FROM e
+            SELECT entry_id, idempotency_key, (SELECT count(*) FROM p) AS postings, (SELECT count(*) FROM u) AS updated
+              FROM e
             """,
             platform_id,
             [d.kind for d in drafts],
@@ -361,6 +352,7 @@ class LedgerStore:
             currencies,
             balances,
             versions,
+            *updated,
         )
         if len(rows) != len(drafts) or (rows and rows[0]["postings"] != len(posting_rows)):
             raise _ConcurrentDuplicate()
@@ -539,6 +531,33 @@ async def lock_accounts(conn: asyncpg.Connection, platform_id: str, codes: Seque
         sorted(set(codes)),
     )
     return rows
+
+
+async def _lock_accounts_and_read_keys(
+    conn: asyncpg.Connection, platform_id: str, codes: Sequence[str], keys: Sequence[str]
+) -> tuple[list[asyncpg.Record], dict[str, tuple[int, bytes]]]:
+    """``lock_accounts`` and the entries already stored under ``keys``, in one round trip."""
+    rows = await conn.fetch(
+        """
+        WITH locked AS (
+            SELECT account_id, code, currency, allow_negative, normal_sign, balance, version
+              FROM accounts WHERE platform_id = $1 AND code = ANY($2::text[])
+             ORDER BY account_id FOR UPDATE
+        )
+        SELECT account_id, code, currency, allow_negative, normal_sign, balance, version,
+               NULL::text AS idempotency_key, NULL::bigint AS entry_id, NULL::bytea AS content_hash
+          FROM locked
+        UNION ALL
+        SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, idempotency_key, entry_id, content_hash
+          FROM journal_entries WHERE platform_id = $1 AND idempotency_key = ANY($3::text[])
+        """,
+        platform_id,
+        sorted(set(codes)),
+        list(keys),
+    )
+    locked = [r for r in rows if r["code"] is not None]
+    existing = {r["idempotency_key"]: (r["entry_id"], bytes(r["content_hash"])) for r in rows if r["code"] is None}
+    return locked, existing
 
 
 async def lock_balances(conn: asyncpg.Connection, platform_id: str, codes: Sequence[str]) -> dict[str, int]:

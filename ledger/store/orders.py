@@ -12,6 +12,9 @@ import msgspec
 from ledger import errors, split
 from ledger.orders import OPEN_STATUSES, Capturable, Order, OrderPolicy, OrderStatus
 
+# The capture path decodes the allocation straight from its JSON text into the typed record.
+_decode_allocation = msgspec.json.Decoder(split.Allocation).decode
+
 
 def order_from_row(row: asyncpg.Record) -> Order:
     return Order(
@@ -160,7 +163,7 @@ class OrdersTable:
         """Only what capture reads (the hot path; the order's request document is large), locked."""
         rows = await self.conn.fetch(
             """
-            SELECT invoice_number, amount, status, capture_entry_id, allocation
+            SELECT invoice_number, amount, status, capture_entry_id, closed_reason, allocation::text AS allocation
               FROM orders WHERE platform_id = $1 AND invoice_number = ANY($2::text[])
              ORDER BY invoice_number FOR UPDATE
             """,
@@ -172,26 +175,30 @@ class OrdersTable:
                 amount=r["amount"],
                 status=r["status"],
                 capture_entry_id=r["capture_entry_id"],
-                allocation=msgspec.convert(r["allocation"], split.Allocation),
+                allocation=_decode_allocation(r["allocation"]),
+                closed_reason=r["closed_reason"],
             )
             for r in rows
         }
 
     async def mark_captured(
         self, platform_id: str, invoices: Sequence[str], entry_ids: Sequence[int], ats: Sequence[datetime | None]
-    ) -> None:
-        await self.conn.execute(
+    ) -> list[Order]:
+        """Mark the orders captured; returns them as captured, in invoice order."""
+        rows = await self.conn.fetch(
             """
             UPDATE orders o SET status = 'captured', capture_entry_id = s.entry_id,
                    captured_at = coalesce(s.at, now()), closed_reason = NULL, updated_at = now()
               FROM unnest($2::text[], $3::bigint[], $4::timestamptz[]) AS s(invoice_number, entry_id, at)
              WHERE o.platform_id = $1 AND o.invoice_number = s.invoice_number
+            RETURNING o.*
             """,
             platform_id,
             list(invoices),
             list(entry_ids),
             list(ats),
         )
+        return sorted((order_from_row(r) for r in rows), key=lambda o: o.invoice_number)
 
     async def reserve_refund(self, platform_id: str, invoice_number: str, amount: int) -> None:
         """Reserve (positive) or release (negative) part of the order for a refund in flight."""

@@ -302,16 +302,27 @@ class ReportsTable:
         since: datetime | None,
         until: datetime | None,
     ) -> list[SellerPosting]:
-        """Postings on the accounts after posting ``after``, in posting order, with their entries."""
+        """Postings on the accounts after posting ``after``, in posting order, with their entries.
+
+        Each account's postings are read in version order up to the page's length (the ledger writes
+        an account's postings in version order, so that is their posting order too): a page costs
+        its own lines however long the history, and only the page's entries are joined.
+        """
         rows = await self.conn.fetch(
             """
             SELECT p.posting_id, p.entry_id, p.account_id, p.amount, p.balance_after, p.created_at,
                    e.kind, e.effective_at, coalesce(e.metadata, '{}'::jsonb) AS metadata
-              FROM postings p
-              JOIN journal_entries e ON e.platform_id = p.platform_id AND e.entry_id = p.entry_id
-             WHERE p.platform_id = $1 AND p.account_id = ANY($2::bigint[]) AND p.posting_id > $3
-               AND ($5::timestamptz IS NULL OR p.created_at >= $5)
-               AND ($6::timestamptz IS NULL OR p.created_at < $6)
+              FROM unnest($2::bigint[]) AS a(account_id)
+              CROSS JOIN LATERAL (
+                  SELECT q.posting_id, q.entry_id, q.account_id, q.amount, q.balance_after, q.created_at
+                    FROM postings q
+                   WHERE q.platform_id = $1 AND q.account_id = a.account_id AND q.posting_id > $3
+                     AND ($5::timestamptz IS NULL OR q.created_at >= $5)
+                     AND ($6::timestamptz IS NULL OR q.created_at < $6)
+                   ORDER BY q.account_version
+                   LIMIT $4
+              ) p
+              JOIN journal_entries e ON e.platform_id = $1 AND e.entry_id = p.entry_id
              ORDER BY p.posting_id
              LIMIT $4
             """,

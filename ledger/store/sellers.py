@@ -54,9 +54,39 @@ class SellersTable:
             raise errors.SellerExists(f"seller {seller_id!r} exists", seller_id=seller_id)
         return _seller(row)
 
-    async def get(self, platform_id: str, seller_id: str) -> Seller:
+    async def get(self, platform_id: str, seller_id: str, *, for_update: bool = False) -> Seller:
         row = await self.conn.fetchrow(
-            "SELECT * FROM sellers WHERE platform_id = $1 AND seller_id = $2", platform_id, seller_id
+            "SELECT * FROM sellers WHERE platform_id = $1 AND seller_id = $2" + (" FOR UPDATE" if for_update else ""),
+            platform_id,
+            seller_id,
+        )
+        if row is None:
+            raise errors.SellerNotFound(f"no seller {seller_id!r}", seller_id=seller_id)
+        return _seller(row)
+
+    async def update(
+        self,
+        platform_id: str,
+        seller_id: str,
+        *,
+        name: str,
+        commission_bps: int | None,
+        doku_settlement_id: str | None,
+        metadata: dict[str, Any],
+    ) -> Seller:
+        """Replace the seller's changeable fields (orders keep the allocation they froze)."""
+        row = await self.conn.fetchrow(
+            """
+            UPDATE sellers SET name = $3, commission_bps = $4, doku_settlement_id = $5, metadata = $6
+             WHERE platform_id = $1 AND seller_id = $2
+            RETURNING *
+            """,
+            platform_id,
+            seller_id,
+            name,
+            commission_bps,
+            doku_settlement_id,
+            metadata,
         )
         if row is None:
             raise errors.SellerNotFound(f"no seller {seller_id!r}", seller_id=seller_id)

@@ -146,6 +146,22 @@ async def test_settlement_csv_with_invalid_utf8_or_nul_is_refused(stack: Stack) 
     assert_problem(r, 422, "invalid_text")
 
 
+async def test_settlement_lines_with_control_characters_or_dates_out_of_range_become_exceptions(stack: Stack) -> None:
+    header = "invoice_number,gross_amount,fee,net_amount,settlement_date\n"
+    for line in (
+        "INV-\x01,100000,1000,99000,2026-12-03\n",
+        "INV-X,100000,1000,99000,0001-01-01T00:00:00+01:00\n",
+        "INV-Y,100000,1000,99000,9999-12-31\n",
+    ):
+        r = await stack.client.post(
+            "/v1/settlements", content=(header + line).encode(), headers={"Content-Type": "text/csv"}
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["exceptions"] == {"invalid_line": 1}, r.text
+    kinds = {e["kind"] for e in await stack.exceptions()}
+    assert kinds == {"invalid_line"}
+
+
 # -- nesting -----------------------------------------------------------------------------------
 
 

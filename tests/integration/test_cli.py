@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -126,6 +127,10 @@ def test_the_demo_tells_the_whole_story_and_ends_clean(database_url):
     for step in ("[5]", "[6]", "[7]", "[8]", "[9]"):
         assert step in result.stdout
     assert "clean:" in result.stdout and "NOT clean" not in result.stdout
+    # the platform hears of the capture from its webhook, and every event of the feed arrives signed
+    assert "⇢ webhook order.captured" in result.stdout and "learnt of the capture from its webhook" in result.stdout
+    delivered = re.search(r"webhooks: (\d+) of (\d+) events delivered, every signature valid", result.stdout)
+    assert delivered is not None and delivered.group(1) == delivered.group(2) and int(delivered.group(1)) >= 7
 
 
 async def test_status_check_and_settlement_import_from_the_command_line(database_url, monkeypatch, tmp_path, capsys):

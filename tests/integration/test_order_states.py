@@ -10,14 +10,15 @@ import pytest
 
 from api.keyring import generate_key, parse_keys
 from ledger import errors
-from ledger.orders import CaptureRequest
 from ledger.service import capture as capture_service
 from ledger.service import exceptions, gateways, orders
+from ledger.service.capture import Applied, Member, PaymentWord
 from ledger.service.gateway import PaymentStatus
 from ledger.service.settlement import import_settlement_report
 from ledger.store import Database
 from ledger.store.encryption import Keyring
 from ledger.store.gateways import GatewaySettings
+from ledger.store.inbox import Delivery
 from tests.integration.marketplace_fixtures import (  # noqa: F401 (market_pool is a fixture)
     Market,
     line_for,
@@ -50,12 +51,16 @@ def test_the_table_is_read_whole():
     assert {row[0] for row in ROWS} == {"created", "send_failed", "pending", "captured", "failed", "expired"}
 
 
-class DirectCapture:
+class DirectApply:
+    """A batcher whose every batch is one word, applied at once (``apply_words``, in a transaction)."""
+
     def __init__(self, m: Market) -> None:
         self.m = m
 
-    async def capture(self, platform_id: str, request: CaptureRequest):
-        return await capture_service.capture(self.m.db, platform_id, request)
+    async def apply(self, platform_id: str, word: PaymentWord | None, delivery: Delivery | None = None) -> Applied:
+        member = Member(word=word, delivery=delivery)
+        (applied,) = await self.m.db.transaction(lambda uow: capture_service.apply_words(uow, platform_id, [member]))
+        return applied
 
 
 async def order_in(m: Market, invoice: str, status: str):
@@ -85,14 +90,13 @@ async def test_dokus_word_moves_the_order_as_the_table_says(
     amount = order.amount + (1 if other == "another amount" else 0)
 
     got = await orders.apply_payment_status(
-        m.db,
-        DirectCapture(m),
+        DirectApply(m),  # type: ignore[arg-type]
         m.pid,
         "INV-1",
         amount,
         doku_status,
         "2024-05-03T03:00:00Z",
-        "notification",  # type: ignore[arg-type]
+        "notification",
     )
 
     assert got == outcome
@@ -116,9 +120,9 @@ async def test_dokus_word_moves_the_order_as_the_table_says(
 async def test_a_second_contradiction_adds_evidence_to_the_open_conflict(market_pool):
     m = await new_market(market_pool, "alice")
     await order_in(m, "INV-1", "captured")
-    batcher = DirectCapture(m)
+    batcher = DirectApply(m)
     for status in ("FAILED", "EXPIRED"):
-        outcome = await orders.apply_payment_status(m.db, batcher, m.pid, "INV-1", 50_000, status, None, "notification")  # type: ignore[arg-type]
+        outcome = await orders.apply_payment_status(batcher, m.pid, "INV-1", 50_000, status, None, "notification")  # type: ignore[arg-type]
         assert outcome == "conflict"
     (found,) = await exceptions.list_exceptions(m.db, m.pid)
     assert [e["doku_status"] for e in found.detail["evidence"]] == ["FAILED", "EXPIRED"]
@@ -151,18 +155,17 @@ async def test_success_after_failure_is_captured_only_by_the_operator_and_the_re
 
     # DOKU says SUCCESS: nothing moves, a conflict opens; the status check adds DOKU's own answer.
     outcome = await orders.apply_payment_status(
-        m.db,
-        DirectCapture(m),
+        DirectApply(m),  # type: ignore[arg-type]
         m.pid,
         "INV-1",
         50_000,
         "SUCCESS",
         "2024-05-03T03:00:00Z",
-        "notification",  # type: ignore[arg-type]
+        "notification",
     )
     assert outcome == "conflict" and (await m.order("INV-1")).status == "failed"
     doku = AnswersSuccess()
-    await orders.check_order_status(m.db, doku, DirectCapture(m), plain(m.db, m.pid), m.pid, "INV-1")  # type: ignore[arg-type]
+    await orders.check_order_status(m.db, doku, DirectApply(m), plain(m.db, m.pid), m.pid, "INV-1")  # type: ignore[arg-type]
     assert doku.asked == ["INV-1"]
     conflict = next(e for e in await exceptions.list_exceptions(m.db, m.pid) if e.kind == "status_conflict")
     assert [c["status"] for c in conflict.detail["status_checks"]] == ["SUCCESS"]
@@ -190,7 +193,7 @@ async def test_success_after_failure_is_captured_only_by_the_operator_and_the_re
 async def test_capture_is_refused_for_an_exception_it_does_not_fit(market_pool):
     m = await new_market(market_pool, "alice")
     await order_in(m, "INV-1", "captured")
-    await orders.apply_payment_status(m.db, DirectCapture(m), m.pid, "INV-1", 50_000, "FAILED", None, "notification")  # type: ignore[arg-type]
+    await orders.apply_payment_status(DirectApply(m), m.pid, "INV-1", 50_000, "FAILED", None, "notification")  # type: ignore[arg-type]
     (conflict,) = await exceptions.list_exceptions(m.db, m.pid)
     before = await m.snapshot()
     with pytest.raises(errors.ExceptionActionInvalid) as refused:

@@ -66,6 +66,7 @@ from ledger.refunds import DEPOSIT_REFUND_MAX, DEPOSIT_REFUND_MIN, RefundLine
 from ledger.service import capture as capture_service
 from ledger.service import deposit, exceptions, orders, payouts, refunds
 from ledger.service.balances import seller_balances
+from ledger.service.capture import Applied, Member, PaymentWord
 from ledger.service.idempotency import Answer, Keyed
 from ledger.service.payouts import PayoutDraft, request_payout
 from ledger.service.platforms import create_platform
@@ -75,6 +76,7 @@ from ledger.service.sellers import SellerDraft, add_seller
 from ledger.service.settlement import import_settlement_report
 from ledger.settlement_report import DEFAULT_MAPPING
 from ledger.store import Database, LedgerStore
+from ledger.store.inbox import Delivery
 from ledger.store.orders import order_from_row
 
 SELLER_IDS = ("toko-a", "toko-b", "toko-c")
@@ -334,14 +336,17 @@ def items_left(order: OrderModel) -> dict[int, int]:
     return {i: item.quantity - taken.get(i, 0) for i, item in enumerate(order.items) if item.quantity > taken.get(i, 0)}
 
 
-class DirectCapture:
-    """What ``apply_payment_status`` needs of the batcher: one capture in its own transaction."""
+class DirectApply:
+    """What ``apply_payment_status`` needs of the batcher: each word a batch of one, in its own
+    transaction (``apply_words``, the unit of work of every batch)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def capture(self, platform_id: str, request: CaptureRequest):
-        return await capture_service.capture(self.db, platform_id, request)
+    async def apply(self, platform_id: str, word: PaymentWord | None, delivery: Delivery | None = None) -> Applied:
+        member = Member(word=word, delivery=delivery)
+        (applied,) = await self.db.transaction(lambda uow: capture_service.apply_words(uow, platform_id, [member]))
+        return applied
 
 
 def report_for(order: OrderModel, settled_on: str, batch: str) -> bytes:
@@ -950,14 +955,13 @@ class MarketplaceMachine(RuleBasedStateMachine):
     def doku_says(self, order: OrderModel, status: str) -> str:
         return self.run(
             orders.apply_payment_status(
-                self.db,
-                DirectCapture(self.db),
+                DirectApply(self.db),  # type: ignore[arg-type]
                 self.platform,
                 order.invoice,
                 order.gross,
                 status,
                 None,
-                "notification",  # type: ignore[arg-type]
+                "notification",
             )
         )
 
