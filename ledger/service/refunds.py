@@ -35,9 +35,11 @@ async def create_refund(
 ) -> Refund:
     refund_id = keyed.derive("rf")
 
-    await keyed.phase("refund_reserved", lambda uow: reserve_refund(uow, platform_id, refund_id, invoice_number, draft))
+    await keyed.phase(
+        "refund_reserved", lambda uow: reserve_refund(uow, platform_id, refund_id, invoice_number, draft), grouped=True
+    )
     if draft.mode == "manual":
-        return await keyed.finish(lambda uow: complete_refund(uow, platform_id, refund_id))
+        return await keyed.finish(lambda uow: complete_refund(uow, platform_id, refund_id), grouped=True)
     return await _send(db, doku, keyed, platform_id, refund_id)
 
 
@@ -77,7 +79,7 @@ async def _send(db: Database, doku: PaymentGateway, keyed: Keyed, platform_id: s
         return await keyed.finish(lambda uow: uow.refunds.get(platform_id, refund_id))
     outcome = await doku.refund(gateway, refund)
     keyed.checkpoint("gateway:after_call")
-    return await keyed.finish(lambda uow: _record(uow, platform_id, refund_id, outcome))
+    return await keyed.finish(lambda uow: _record(uow, platform_id, refund_id, outcome), grouped=True)
 
 
 async def _record(uow: UnitOfWork, platform_id: str, refund_id: str, outcome: Outcome) -> Refund:
