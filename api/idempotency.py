@@ -57,6 +57,7 @@ async def provide_keyed(request: Request[Any, Any, Any], services: Services, pla
         _unset,
         lease_s=services.settings.idempotency_lease_s,
         faults=services.faults,
+        group=services.group_commit,
     )
 
 

@@ -72,6 +72,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.group_size = Histogram(
+            "splitledger_group_commit_size",
+            "Refunds and payouts per group-committed transaction.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
@@ -89,6 +96,9 @@ class Metrics:
 
     def observe_batch(self, size: int) -> None:
         self.batch_size.observe(size)
+
+    def observe_group(self, size: int) -> None:
+        self.group_size.observe(size)
 
     def gauge(self, name: str, value: float) -> None:
         """A value that goes up and down (queue depth, sealer lag)."""

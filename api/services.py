@@ -21,6 +21,7 @@ from api.webhook_sender import HttpWebhookSender
 from ledger.service.capture import CaptureBatcher
 from ledger.service.faults import Faults
 from ledger.service.gateways import GatewayCache
+from ledger.service.groupcommit import GroupCommitter
 from ledger.service.idempotency import Answer, Keyed
 from ledger.service.platforms import ApiKeyVerifier
 from ledger.service.sealer import Sealer, Signer
@@ -65,6 +66,7 @@ class Services:
     verifier: ApiKeyVerifier
     doku: DokuGateway
     batcher: CaptureBatcher
+    group_commit: GroupCommitter
     probe: DokuProbe
     faults: Faults
     signer: Signer
@@ -123,6 +125,12 @@ async def open_services(
             faults=faults,
             observe=METRICS.observe_batch,
         ),
+        group_commit=GroupCommitter(
+            db,
+            max_batch=settings.group_commit_max_batch,
+            in_flight=settings.group_commit_in_flight,
+            observe=METRICS.observe_group,
+        ),
         probe=DokuProbe(doku.base_urls, interval_s=settings.doku_probe_interval_s),
         signer=signer,
         sealer=Sealer(db, signer, interval_s=settings.sealer_interval_s, max_entries=settings.sealer_block_max),
@@ -132,6 +140,7 @@ async def open_services(
         gateway_cache=GatewayCache(db, ttl_s=settings.gateway_cache_ttl_s),
     )
     await services.batcher.start()
+    await services.group_commit.start()
     return services
 
 
@@ -139,6 +148,7 @@ async def close_services(services: Services) -> None:
     await services.background.stop()
     await services.probe.stop()
     await services.batcher.stop()
+    await services.group_commit.stop()
     await services.webhook_sender.aclose()
     await services.doku.aclose()
     await services.db.pool.close()

@@ -107,6 +107,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # pooled connection, so keep it well below pool_max).
     capture_max_batch: int = 500
     capture_in_flight: int = 2
+    # Group commit of refunds and payouts (ledger.service.groupcommit): the same two knobs.
+    group_commit_max_batch: int = 200
+    group_commit_in_flight: int = 2
     # How long a worker trusts its cached DOKU account (Client-Id -> platform and secret) before it
     # reads it again: a change made through another worker is seen within this time (one made
     # through this worker at once; a signature that fails against a cached secret is re-checked).

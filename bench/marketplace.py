@@ -79,7 +79,7 @@ async def add_orders(pool: asyncpg.Pool, market: Marketplace, prefix: str, count
             """
             INSERT INTO orders (platform_id, invoice_number, amount, status, request, policy, allocation,
                                 doku_request_id)
-            SELECT $1, i, a, 'pending', '{}'::jsonb, $4::jsonb, al::jsonb, 'req-' || i
+            SELECT $1, i, a, 'pending', '{}'::jsonb, $4::text::jsonb, al::jsonb, 'req-' || i
               FROM unnest($2::text[], $3::bigint[], $5::text[]) AS o(i, a, al)
             """,
             market.platform_id,

@@ -43,7 +43,7 @@ async def top_up_deposit(db: Database, keyed: Keyed, platform_id: str, draft: To
             deposit=deposit,
         )
 
-    return await keyed.finish(top_up)
+    return await keyed.finish(top_up, grouped=True)
 
 
 async def get_deposit(db: Database, platform_id: str) -> RefundDeposit:

@@ -15,7 +15,10 @@ The "atomic phases and recovery points" design for Postgres idempotency keys:
   died, and the next request with the key takes over. A finished key replays its answer
   (``Replayed``), byte for byte.
 
-Without a key the same code runs each phase as a plain transaction.
+Without a key the same code runs each phase as a plain transaction. A phase or finish marked
+``grouped`` (refunds and payouts: they lock the platform's hot accounts) goes through the group
+commit (``ledger.service.groupcommit``) when the ``Keyed`` has one: its own savepoint in a
+transaction shared with its neighbours, the key's progress in that savepoint with its effect.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import msgspec
 
 from ledger import errors
 from ledger.service.faults import NO_FAULTS, Faults
+from ledger.service.groupcommit import GroupCommitter
 from ledger.store.database import Database, UnitOfWork
 from ledger.store.idempotency import KeyState
 
@@ -64,8 +68,10 @@ class Keyed:
         *,
         lease_s: float = 60.0,
         faults: Faults = NO_FAULTS,
+        group: GroupCommitter | None = None,
     ) -> None:
         self.db = db
+        self.group = group
         self.platform_id = platform_id
         self.key = key
         self.fingerprint = fingerprint
@@ -103,10 +109,15 @@ class Keyed:
         if state is not None:
             self._judge(state)
 
-    async def phase(self, name: str, work: Callable[[UnitOfWork], Awaitable[T]]) -> T | None:
+    async def _transaction(self, work: Callable[[UnitOfWork], Awaitable[T]], grouped: bool) -> T:
+        if grouped and self.group is not None:
+            return await self.group.run(self.platform_id, work)
+        return await self.db.transaction(work)
+
+    async def phase(self, name: str, work: Callable[[UnitOfWork], Awaitable[T]], *, grouped: bool = False) -> T | None:
         """Run one phase; None when an earlier execution committed it already."""
         if self.key is None:
-            return await self.db.transaction(work)
+            return await self._transaction(work, grouped)
         key = self.key
         skipped = False
 
@@ -122,12 +133,12 @@ class Keyed:
             self.faults.hit(f"{name}:before_commit")
             return result
 
-        result = await self.db.transaction(run)
+        result = await self._transaction(run, grouped)
         if not skipped:
             self.faults.hit(f"{name}:after_commit")
         return result
 
-    async def finish(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+    async def finish(self, work: Callable[[UnitOfWork], Awaitable[T]], *, grouped: bool = False) -> T:
         """The last phase: its effect and the answer commit together."""
         key = self.key
 
@@ -142,7 +153,7 @@ class Keyed:
             self.answer = answer
             return result
 
-        result = await self.db.transaction(run)
+        result = await self._transaction(run, grouped)
         self.faults.hit("finish:after_commit")
         return result
 

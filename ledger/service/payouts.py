@@ -1,7 +1,8 @@
 """Payouts: request (available → in transit), then confirmed (→ bank) or failed (→ back to available).
 
-Each is one unit of work together with its Idempotency-Key's answer; the payout id is derived from
-the key, so a retry after a crash finds the payout the first attempt made.
+Each is one unit of work together with its Idempotency-Key's answer, group-committed with the
+platform's other refunds and payouts (they lock the same seller and platform accounts); the payout
+id is derived from the key, so a retry after a crash finds the payout the first attempt made.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class PayoutDraft(msgspec.Struct, frozen=True, kw_only=True):
 
 async def create_payout(db: Database, keyed: Keyed, platform_id: str, draft: PayoutDraft) -> Payout:
     payout_id = keyed.derive("po")
-    return await keyed.finish(lambda uow: request_payout(uow, platform_id, payout_id, draft))
+    return await keyed.finish(lambda uow: request_payout(uow, platform_id, payout_id, draft), grouped=True)
 
 
 async def request_payout(uow: UnitOfWork, platform_id: str, payout_id: str, draft: PayoutDraft) -> Payout:
@@ -68,14 +69,16 @@ async def confirm_payout(
 ) -> Payout:
     """The bank paid it: in transit → bank. A paid payout is returned unchanged."""
     return await keyed.finish(
-        lambda uow: _move(uow, platform_id, payout_id, "paid", bookings.payout_paid_entry, reference=reference)
+        lambda uow: _move(uow, platform_id, payout_id, "paid", bookings.payout_paid_entry, reference=reference),
+        grouped=True,
     )
 
 
 async def fail_payout(db: Database, keyed: Keyed, platform_id: str, payout_id: str, *, reason: str) -> Payout:
     """The bank refused it: the money goes back to available. A failed payout is returned unchanged."""
     return await keyed.finish(
-        lambda uow: _move(uow, platform_id, payout_id, "failed", bookings.payout_failed_entry, reason=reason)
+        lambda uow: _move(uow, platform_id, payout_id, "failed", bookings.payout_failed_entry, reason=reason),
+        grouped=True,
     )
 
 

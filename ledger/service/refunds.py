@@ -58,9 +58,11 @@ async def create_refund(
 ) -> Refund:
     refund_id = keyed.derive("rf")
 
-    await keyed.phase("refund_reserved", lambda uow: reserve_refund(uow, platform_id, refund_id, invoice_number, draft))
+    await keyed.phase(
+        "refund_reserved", lambda uow: reserve_refund(uow, platform_id, refund_id, invoice_number, draft), grouped=True
+    )
     if draft.mode in ("manual", "deposit"):
-        return await keyed.finish(lambda uow: complete_refund(uow, platform_id, refund_id))
+        return await keyed.finish(lambda uow: complete_refund(uow, platform_id, refund_id), grouped=True)
     return await _send(db, doku, keyed, platform_id, refund_id)
 
 
@@ -130,7 +132,7 @@ async def _send(db: Database, doku: PaymentGateway, keyed: Keyed, platform_id: s
         return await keyed.finish(lambda uow: uow.refunds.get(platform_id, refund_id))
     outcome = await doku.refund(gateway, refund)
     keyed.checkpoint("gateway:after_call")
-    return await keyed.finish(lambda uow: _record(uow, platform_id, refund_id, outcome))
+    return await keyed.finish(lambda uow: _record(uow, platform_id, refund_id, outcome), grouped=True)
 
 
 async def _record(uow: UnitOfWork, platform_id: str, refund_id: str, outcome: Outcome) -> Refund:
@@ -207,7 +209,7 @@ async def confirm_deposit_refund(
             platform_id, refund_id, entry_id=posted.entry_id, cleared_by=reference or "refund_service"
         )
 
-    return await keyed.finish(confirm)
+    return await keyed.finish(confirm, grouped=True)
 
 
 async def list_refunds(db: Database, platform_id: str, invoice_number: str) -> list[Refund]:

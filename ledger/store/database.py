@@ -9,6 +9,11 @@ Rules:
 * Events a use case emits (``uow.events.emit``) are written as the unit of work's last statement,
   so they commit with the change or not at all (the outbox: ``ledger.store.events``); after a
   commit that wrote events, the listeners (the webhook relay) are told at once.
+* ``Database.group(works)`` is the group commit of independent units of work (refunds, payouts):
+  each runs in its own savepoint of one transaction with its own ``UnitOfWork`` (its events
+  flushed inside its savepoint), so a member that fails is rolled back alone and its exception is
+  its outcome; the rest commit together, once. Lost connections, deadlocks and serialization
+  failures fail or retry the whole group, never one member of it.
 * Driver errors are translated at this seam (``ledger.store.driver``): an unreachable database is
   ``StoreUnavailable`` within ``acquire_timeout_s``; the service recovers by itself once the
   database is back, because the pool opens fresh connections.
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import cached_property
 from typing import Literal, TypeVar
 
@@ -199,6 +204,52 @@ class Database:
                 if written:
                     self.notify_events_committed()
                 return result
+            except TRANSIENT:
+                if attempt == MAX_ATTEMPTS:
+                    raise errors.StoreUnavailable("gave up after repeated transaction conflicts") from None
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    async def group(
+        self,
+        works: Sequence[Callable[[UnitOfWork], Awaitable[T]]],
+        *,
+        fatal: tuple[type[BaseException], ...] = (),
+    ) -> list[T | Exception]:
+        """Run every work in its own savepoint of ONE transaction and commit once.
+
+        Each work's result, or the exception it raised (its savepoint rolled back, its events
+        dropped), in the works' order. An exception in ``fatal``, a lost connection or a transient
+        conflict ends the whole group: nothing of it commits (the transient ones are retried whole).
+        """
+        ends_group: tuple[type[BaseException], ...] = (
+            *TRANSIENT,
+            *driver.UNAVAILABLE,
+            errors.StoreUnavailable,
+            *fatal,
+        )
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                outcomes: list[T | Exception] = []
+                written = 0
+                async with self._acquire() as conn, conn.transaction():
+                    for work in works:
+                        uow = UnitOfWork(conn, self.ledger, self.keyring)
+                        try:
+                            async with conn.transaction():  # a savepoint
+                                result = await work(uow)
+                                written += await uow.flush_events()
+                        except ends_group:
+                            raise
+                        except asyncpg.exceptions.IntegrityConstraintViolationError as exc:
+                            outcomes.append(driver.translate_integrity_error(exc))
+                        except Exception as exc:
+                            outcomes.append(exc)
+                        else:
+                            outcomes.append(result)
+                if written:
+                    self.notify_events_committed()
+                return outcomes
             except TRANSIENT:
                 if attempt == MAX_ATTEMPTS:
                     raise errors.StoreUnavailable("gave up after repeated transaction conflicts") from None
