@@ -108,7 +108,7 @@ class GatewaysTable:
                 refund_path = EXCLUDED.refund_path, fee_bps = EXCLUDED.fee_bps, fee_fixed = EXCLUDED.fee_fixed,
                 fee_bearer = EXCLUDED.fee_bearer, commission_bps = EXCLUDED.commission_bps,
                 platform_settlement_id = EXCLUDED.platform_settlement_id,
-                send_split_instruction = EXCLUDED.send_split_instruction, updated_at = now()
+                send_split_instruction = EXCLUDED.send_split_instruction, updated_at = EXCLUDED.updated_at
             RETURNING *
             """,
             platform_id,
