@@ -4,6 +4,12 @@ Rules: files are ``NNNN_<what>.sql`` in this package, applied in order, each in 
 transaction; a session advisory lock keeps two processes from migrating at once; every applied
 file's SHA-256 is kept in ``schema_migrations`` and the runner refuses to go on when an applied file
 was edited afterwards (write a new migration instead).
+
+On a Citus coordinator (the ``citus`` extension is in the database) the same migrations make a
+distributed schema (``migrations.citus``): a database not distributed yet gets every migration on
+plain tables and is then distributed in one transaction; on a distributed one, each new migration
+runs with Citus's settings for DDL in a transaction, and what it created is distributed in the same
+transaction, before the next migration sees it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from dataclasses import dataclass
 from importlib import resources
 
 import asyncpg
+
+from migrations import citus
 
 # Any constant works as long as every splitledger process uses the same one.
 MIGRATION_LOCK_KEY = 0x5B117_1ED6E5
@@ -75,12 +83,18 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
                 raise MigrationChecksumMismatch(
                     f"{migration.name} was edited after it was applied (write a new migration instead)"
                 )
+        on_citus = await citus.is_citus(conn)
+        distributed = on_citus and await citus.has_distributed_tables(conn)
         done = []
         for migration in migrations:
             if migration.version in applied:
                 continue
             async with conn.transaction():
+                if distributed:
+                    await citus.prepare_transaction(conn)
                 await conn.execute(migration.sql)
+                if distributed:
+                    await citus.distribute(conn)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                     migration.version,
@@ -88,6 +102,10 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
                     migration.checksum,
                 )
             done.append(migration.name)
+        if on_citus:
+            async with conn.transaction():
+                await citus.prepare_transaction(conn)
+                await citus.distribute(conn)
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)

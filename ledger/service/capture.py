@@ -22,6 +22,10 @@ Rules:
   batch names (invoice order), then the balance rows (account order, ``lock_accounts``).
 * Up to ``in_flight`` batches run at once, each on its own connection: one batch waiting on a lock or
   on its commit's WAL flush does not hold up the batches after it.
+* A batch is one platform's: members queue per platform, and each batch takes the members of the
+  platform waiting longest (then that platform goes to the back of the line). A transaction thus
+  never touches two platforms' rows, which on a cluster distributed by platform (docs/scale-out.md)
+  keeps every batch on one shard group of one node, committed without a two-phase commit.
 * With the database gone every member hears ``database_unavailable`` (answered 503, so DOKU
   delivers again); a batch failing for any other reason is retried member by member, so one bad
   member cannot sink the others. Every caller's future is settled, whatever happens.
@@ -293,7 +297,9 @@ class CaptureBatcher:
         self.observe = observe  # told each committed batch's size (metrics)
         self.max_batch = max_batch
         self.in_flight = max(1, in_flight)
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        # Members waiting, per platform; the dict's order is the order platforms get their batches.
+        self._waiting: dict[str, list[_Item]] = {}
+        self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self.batches = 0
@@ -312,20 +318,20 @@ class CaptureBatcher:
         for task in list(self._batches):
             task.cancel()
         await asyncio.gather(*self._batches, return_exceptions=True)
-        while not self._queue.empty():
-            _, _, future = self._queue.get_nowait()
-            if not future.done():
-                future.cancel()
+        waiting, self._waiting = self._waiting, {}
+        for items in waiting.values():
+            _cancel(items)
 
     def depth(self) -> int:
         """Members waiting for a batch."""
-        return self._queue.qsize()
+        return sum(len(items) for items in self._waiting.values())
 
     async def apply(self, platform_id: str, word: PaymentWord | None, delivery: Delivery | None = None) -> Applied:
         if self._worker is None:
             await self.start()
         future: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((platform_id, Member(word=word, delivery=delivery), future))
+        self._waiting.setdefault(platform_id, []).append((platform_id, Member(word=word, delivery=delivery), future))
+        self._arrived.set()
         return await future
 
     async def capture(self, platform_id: str, request: CaptureRequest) -> CaptureResult:
@@ -346,16 +352,27 @@ class CaptureBatcher:
         while True:
             await slots.acquire()  # a free connection first: meanwhile the queue fills the next batch
             try:
-                batch = [await self._queue.get()]
+                while not self._waiting:
+                    self._arrived.clear()
+                    await self._arrived.wait()
             except BaseException:
                 slots.release()
                 raise
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = self._next_batch()
             task = asyncio.create_task(self._settle(batch), name="capture-batch")
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
             task.add_done_callback(lambda _: slots.release())
+
+    def _next_batch(self) -> list[_Item]:
+        """Up to ``max_batch`` members of the platform waiting longest; the rest of its members wait
+        behind every other platform's."""
+        platform_id = next(iter(self._waiting))
+        items = self._waiting.pop(platform_id)
+        batch, rest = items[: self.max_batch], items[self.max_batch :]
+        if rest:
+            self._waiting[platform_id] = rest
+        return batch
 
     async def _settle(self, batch: list[_Item]) -> None:
         try:

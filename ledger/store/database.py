@@ -287,6 +287,7 @@ async def create_pool(
             timeout=connect_timeout_s,
             init=init_connection,
             reset=keep_session,
+            connection_class=driver.Connection,
         )
     except driver.UNAVAILABLE as exc:
         raise driver.unavailable(exc) from exc

@@ -125,7 +125,7 @@ class ExceptionsTable:
         row = await self.conn.fetchrow(
             """
             UPDATE reconciliation_exceptions
-               SET resolved_at = coalesce(resolved_at, now()),
+               SET resolved_at = coalesce(resolved_at, (SELECT now())),
                    detail = detail || jsonb_build_object('resolution', $3::text)
              WHERE platform_id = $1 AND exception_id = $2
             RETURNING *

@@ -108,7 +108,7 @@ class GatewaysTable:
                 refund_path = EXCLUDED.refund_path, fee_bps = EXCLUDED.fee_bps, fee_fixed = EXCLUDED.fee_fixed,
                 fee_bearer = EXCLUDED.fee_bearer, commission_bps = EXCLUDED.commission_bps,
                 platform_settlement_id = EXCLUDED.platform_settlement_id,
-                send_split_instruction = EXCLUDED.send_split_instruction, updated_at = now()
+                send_split_instruction = EXCLUDED.send_split_instruction, updated_at = EXCLUDED.updated_at
             RETURNING *
             """,
             platform_id,
@@ -148,10 +148,18 @@ class GatewaysTable:
 
     # -- secrets at rest ----------------------------------------------------------------------
 
+    async def _lock_each(self, query: str) -> list[asyncpg.Record]:
+        """Each platform's gateway row, locked, in platform order: one platform per statement, which a
+        Citus cluster runs on that platform's shard (it runs no FOR UPDATE over many shards)."""
+        rows = []
+        for platform_id in await self.platform_ids():
+            rows += await self.conn.fetch(query, platform_id)
+        return rows
+
     async def encrypt_plaintext(self) -> int:
         """Encrypt every secret still stored in plaintext (rows from before migration 0015)."""
-        rows = await self.conn.fetch(
-            "SELECT platform_id, secret_key FROM gateways WHERE secret_key IS NOT NULL ORDER BY 1 FOR UPDATE"
+        rows = await self._lock_each(
+            "SELECT platform_id, secret_key FROM gateways WHERE platform_id = $1 AND secret_key IS NOT NULL FOR UPDATE"
         )
         for row in rows:
             await self._store_encrypted(
@@ -161,8 +169,8 @@ class GatewaysTable:
 
     async def reencrypt(self) -> int:
         """Re-encrypt under the keyring's first key every secret encrypted under another one (rotation)."""
-        rows = await self.conn.fetch(
-            "SELECT platform_id, secret_key, secret_key_encrypted FROM gateways ORDER BY 1 FOR UPDATE"
+        rows = await self._lock_each(
+            "SELECT platform_id, secret_key, secret_key_encrypted FROM gateways WHERE platform_id = $1 FOR UPDATE"
         )
         count = 0
         for row in rows:

@@ -188,7 +188,7 @@ class OrdersTable:
         rows = await self.conn.fetch(
             """
             UPDATE orders o SET status = 'captured', capture_entry_id = s.entry_id,
-                   captured_at = coalesce(s.at, now()), closed_reason = NULL, updated_at = now()
+                   captured_at = coalesce(s.at, (SELECT now())), closed_reason = NULL, updated_at = now()
               FROM unnest($2::text[], $3::bigint[], $4::timestamptz[]) AS s(invoice_number, entry_id, at)
              WHERE o.platform_id = $1 AND o.invoice_number = s.invoice_number
             RETURNING o.*

@@ -61,7 +61,7 @@ class PayoutsTable:
             """
             INSERT INTO payouts (platform_id, payout_id, seller_id, amount, status, reference, request_entry_id,
                                  completion_entry_id, completed_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $5 = 'paid' THEN now() END)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + CASE WHEN $5 = 'paid' THEN interval '0' END)
             ON CONFLICT (platform_id, payout_id) DO NOTHING
             RETURNING *
             """,

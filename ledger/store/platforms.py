@@ -71,7 +71,7 @@ class PlatformsTable:
     async def revoke_key(self, platform_id: str, key_id: str) -> ApiKey | None:
         row = await self.conn.fetchrow(
             """
-            UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+            UPDATE api_keys SET revoked_at = coalesce(revoked_at, (SELECT now()))
              WHERE platform_id = $1 AND key_id = $2 RETURNING *
             """,
             platform_id,

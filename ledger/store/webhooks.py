@@ -111,7 +111,7 @@ class WebhooksTable:
         """Disable or delete an endpoint and cancel what it still had to receive; None if it was not enabled."""
         row = await self.conn.fetchrow(
             f"""
-            UPDATE webhook_endpoints SET status = $3, disabled_at = coalesce(disabled_at, now()),
+            UPDATE webhook_endpoints SET status = $3, disabled_at = coalesce(disabled_at, (SELECT now())),
                    disabled_reason = coalesce(disabled_reason, $4)
              WHERE platform_id = $1 AND endpoint_id = $2 AND status <> 'deleted'
                AND ($3 = 'deleted' OR status = 'enabled')
@@ -237,7 +237,7 @@ class WebhooksTable:
                SET attempt_count = attempt_count + 1, last_attempt_at = now(), last_response_status = $4,
                    last_error = $5, locked_until = NULL, lease = NULL,
                    status = CASE $6 WHEN 'delivered' THEN 'delivered' WHEN 'failed' THEN 'failed' ELSE status END,
-                   delivered_at = CASE WHEN $6 = 'delivered' THEN now() END,
+                   delivered_at = CASE WHEN $6 = 'delivered' THEN (SELECT now()) END,
                    next_attempt_at = coalesce($7, next_attempt_at)
              WHERE platform_id = $1 AND delivery_id = $2 AND lease = $3 AND status = 'pending'
             RETURNING attempt_count

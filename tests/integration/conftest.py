@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from ledger.store.driver import Connection
+
 _counter = itertools.count(1)
 
 
 @pytest.fixture
 async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database_url)
+    connection = await asyncpg.connect(database_url, connection_class=Connection)
     yield connection
     await connection.close()
 

@@ -13,12 +13,14 @@ import dataclasses
 import asyncpg
 import pytest
 
+from ledger.store.driver import constraint_name
 from migrations.runner import Migration, MigrationChecksumMismatch, load_migrations, migrate
 
 CHECK = "23514"
 RESTRICT = "23001"
 FOREIGN_KEY = "23503"
 UNIQUE = "23505"
+FEATURE_NOT_SUPPORTED = "0A000"
 
 ACCOUNTS = [
     # platform, code, kind, currency, allow_negative
@@ -105,7 +107,7 @@ async def count(conn: asyncpg.Connection, table: str) -> int:
 
 
 def assert_refused(exc: asyncpg.PostgresError, sqlstate: str, constraint: str) -> None:
-    assert (exc.sqlstate, exc.constraint_name) == (sqlstate, constraint)
+    assert (exc.sqlstate, constraint_name(exc)) == (sqlstate, constraint)
 
 
 # -- positive controls --------------------------------------------------------------------------
@@ -162,6 +164,7 @@ async def test_a_zero_posting_is_refused(conn, ids):
 APPEND_ONLY = [
     ("UPDATE postings SET amount = amount", "postings_append_only"),
     ("UPDATE postings SET created_at = created_at - interval '1 day'", "postings_append_only"),
+    ("UPDATE postings SET created_at = '2000-01-01T00:00:00Z'", "postings_append_only"),
     ("DELETE FROM postings", "postings_append_only"),
     ("TRUNCATE postings", "postings_append_only"),
     ("UPDATE journal_entries SET kind = 'other'", "journal_entries_append_only"),
@@ -172,15 +175,21 @@ APPEND_ONLY = [
 
 
 @pytest.mark.parametrize(("statement", "constraint"), APPEND_ONLY, ids=[s for s, _ in APPEND_ONLY])
-async def test_postings_and_entries_are_append_only(conn, ids, statement, constraint):
+async def test_postings_and_entries_are_append_only(conn, ids, statement, constraint, postgres):
     await post(conn, ids, "k1", [("cash", 100), ("capital", -100)])
     with pytest.raises(asyncpg.PostgresError) as raised:
         await conn.execute(statement)
+    if postgres.citus and "interval" in statement:
+        # Citus refuses this one itself, before any shard sees it (a STABLE function of a column in
+        # an UPDATE); the same change written with a constant reaches the trigger (the next case).
+        assert raised.value.sqlstate == FEATURE_NOT_SUPPORTED
+        assert (await count(conn, "journal_entries"), await count(conn, "postings")) == (1, 2)
+        return
     assert raised.value.sqlstate == RESTRICT
     # a cascading TRUNCATE may trip either table's trigger first; both name an append-only table
-    assert raised.value.constraint_name in (constraint, "postings_append_only", "journal_entries_append_only")
+    assert constraint_name(raised.value) in (constraint, "postings_append_only", "journal_entries_append_only")
     if not statement.startswith("TRUNCATE"):
-        assert raised.value.constraint_name == constraint
+        assert constraint_name(raised.value) == constraint
     assert (await count(conn, "journal_entries"), await count(conn, "postings")) == (1, 2)
 
 
@@ -329,7 +338,7 @@ async def test_a_posting_cannot_join_another_platforms_entry(conn, ids):
         async with conn.transaction():
             await insert_posting(conn, entry_id, ids["p2", "cash"], 100, platform="p2")
     assert raised.value.sqlstate == FOREIGN_KEY
-    assert raised.value.constraint_name == "postings_platform_id_entry_id_fkey"
+    assert constraint_name(raised.value) == "postings_platform_id_entry_id_fkey"
 
 
 # -- the migration runner -----------------------------------------------------------------------

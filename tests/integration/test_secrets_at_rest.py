@@ -23,6 +23,7 @@ from ledger.service.gateways import configure_gateway, encrypt_secrets, get_gate
 from ledger.service.platforms import create_platform
 from ledger.store import Database
 from ledger.store.database import create_pool
+from ledger.store.driver import constraint_name
 from ledger.store.encryption import Keyring, Secret, key_id, key_id_of
 from ledger.store.gateways import GatewaySettings
 
@@ -84,7 +85,7 @@ async def test_the_table_refuses_a_plaintext_secret(database_url: str) -> None:
         platform_id = await _platform(Database(pool, keyring=keyring(generate_key())))
         with pytest.raises(asyncpg.exceptions.CheckViolationError) as refused:
             await pool.execute("UPDATE gateways SET secret_key = 'SK-plain' WHERE platform_id = $1", platform_id)
-        assert refused.value.constraint_name == "gateways_secret_key_not_plaintext"
+        assert constraint_name(refused.value) == "gateways_secret_key_not_plaintext"
     finally:
         await pool.close()
 

@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 
 from ledger import settlement
+from ledger.store.driver import constraint_name
 from migrations.runner import load_migrations, migrate
 
 CHECK = "23514"
@@ -102,7 +103,7 @@ async def test_the_database_refuses_a_kind_the_code_would_never_write(empty_data
         await line(4, None if booked else "unknown_invoice")  # the same line as the code writes it is fine
         with pytest.raises(asyncpg.PostgresError) as raised:
             await line(5, kind)
-        assert (raised.value.sqlstate, raised.value.constraint_name) == (CHECK, constraint)
+        assert (raised.value.sqlstate, constraint_name(raised.value)) == (CHECK, constraint)
     finally:
         await conn.close()
 
