@@ -114,7 +114,7 @@ class RefundsTable:
             """
             UPDATE refunds SET status = 'succeeded', reversal = $3, entry_id = $4, completed_at = now(),
                    reference = coalesce($5, reference),
-                   cleared_at = CASE WHEN $6::text IS NULL THEN NULL ELSE now() END, cleared_by = $6
+                   cleared_at = now() + CASE WHEN $6::text IS NULL THEN NULL ELSE interval '0' END, cleared_by = $6
              WHERE platform_id = $1 AND refund_id = $2 RETURNING *
             """,
             platform_id,
