@@ -55,6 +55,7 @@ async def test_a_shard_move_while_captures_stream_loses_nothing(cluster_url):
     await batcher.start()
     failures = 0
     answered: list[str] = []
+    flowing = asyncio.Event()
 
     async def deliver(pid: str, invoice: str) -> None:
         nonlocal failures
@@ -66,6 +67,8 @@ async def test_a_shard_move_while_captures_stream_loses_nothing(cluster_url):
                 await asyncio.sleep(0.05)
                 continue
             answered.append(applied.outcome)
+            if len(answered) >= 16:
+                flowing.set()
             return
         raise AssertionError(f"{invoice} of {pid} never answered")
 
@@ -79,8 +82,7 @@ async def test_a_shard_move_while_captures_stream_loses_nothing(cluster_url):
     during: list[int] = []
 
     async def move() -> None:
-        while len(answered) < 16:  # noqa: ASYNC110 (captures are flowing: poll the count)
-            await asyncio.sleep(0.01)
+        await flowing.wait()  # captures are flowing
         during.append(len(answered))
         async with setup.acquire() as conn:
             await conn.execute(
