@@ -200,8 +200,22 @@ class WebhookRelay:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _claim(self, limit: int) -> list[Claimed]:
+        """Up to ``limit`` due deliveries: the platforms with deliveries due, longest-waiting first,
+        each claimed in a transaction of its own (one platform's rows a transaction)."""
         lease = secrets.token_hex(8)
-        return await self.db.transaction(lambda uow: uow.webhooks.claim(limit, lease, self.settings.lease_s))
+        lease_s = self.settings.lease_s
+        platforms = await self.db.read(lambda uow: uow.webhooks.due_platforms(limit))
+        claimed: list[Claimed] = []
+        for platform_id in platforms:
+            room = limit - len(claimed)
+            if room <= 0:
+                break
+
+            async def claim(uow: UnitOfWork, platform_id: str = platform_id, room: int = room) -> list[Claimed]:
+                return await uow.webhooks.claim(platform_id, room, lease, lease_s)
+
+            claimed += await self.db.transaction(claim)
+        return claimed
 
     async def _deliver_logged(self, item: Claimed) -> None:
         try:

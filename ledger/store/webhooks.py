@@ -12,7 +12,7 @@ Rules (what they mean: ``ledger.webhooks``; who runs them: ``ledger.service.webh
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 import msgspec
@@ -172,14 +172,31 @@ class WebhooksTable:
         )
         return sorted(r["delivery_id"] for r in [*due, *new])
 
-    async def claim(self, limit: int, lease: str, lease_s: float) -> list[Claimed]:
-        """Due deliveries (of every platform: the relay serves them all), leased for ``lease_s``."""
+    async def due_platforms(self, limit: int) -> list[str]:
+        """Platforms with a delivery due, the longest-waiting first (a plain read: on a cluster it
+        may span every shard; the claims that lock rows are then made one platform at a time)."""
+        rows = await self.conn.fetch(
+            """
+            SELECT platform_id FROM webhook_deliveries
+             WHERE status = 'pending' AND next_attempt_at <= now()
+               AND (locked_until IS NULL OR locked_until <= now())
+             GROUP BY platform_id
+             ORDER BY min(next_attempt_at), platform_id
+             LIMIT $1
+            """,
+            limit,
+        )
+        return [r["platform_id"] for r in rows]
+
+    async def claim(self, platform_id: str, limit: int, lease: str, lease_s: float) -> list[Claimed]:
+        """One platform's due deliveries, leased for ``lease_s`` (one platform's rows: a statement
+        that locks rows never spans platforms, so on a cluster it stays on one shard group)."""
         rows = await self.conn.fetch(
             """
             WITH due AS (
                 SELECT d.platform_id, d.delivery_id
                   FROM webhook_deliveries d
-                 WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                 WHERE d.platform_id = $4 AND d.status = 'pending' AND d.next_attempt_at <= now()
                    AND (d.locked_until IS NULL OR d.locked_until <= now())
                    AND NOT EXISTS (
                        SELECT 1 FROM webhook_deliveries p
@@ -192,15 +209,16 @@ class WebhooksTable:
             UPDATE webhook_deliveries d
                SET locked_until = now() + make_interval(secs => $3), lease = $2
               FROM due, webhook_endpoints w, events e
-             WHERE d.platform_id = due.platform_id AND d.delivery_id = due.delivery_id
+             WHERE d.platform_id = $4 AND d.platform_id = due.platform_id AND d.delivery_id = due.delivery_id
                AND w.platform_id = d.platform_id AND w.endpoint_id = d.endpoint_id AND w.status = 'enabled'
                AND e.platform_id = d.platform_id AND e.event_id = d.event_id
             RETURNING d.platform_id, d.delivery_id, d.endpoint_id, w.url, w.secret, e.event_id, e.body,
-                      d.attempt_count, d.created_at, now() AS claimed_at
+                      d.attempt_count, d.created_at, d.locked_until
             """,
             limit,
             lease,
             lease_s,
+            platform_id,
         )
         return [
             Claimed(
@@ -213,7 +231,7 @@ class WebhooksTable:
                 body=r["body"],
                 attempt_count=r["attempt_count"],
                 created_at=r["created_at"],
-                claimed_at=r["claimed_at"],
+                claimed_at=r["locked_until"] - timedelta(seconds=lease_s),  # the claim's now()
                 lease=lease,
             )
             for r in rows
