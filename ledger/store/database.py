@@ -50,6 +50,7 @@ from ledger.store.settlements import SettlementsTable
 from ledger.store.webhooks import WebhooksTable
 
 T = TypeVar("T")
+R = TypeVar("R")
 MAX_ATTEMPTS = 6
 TRANSIENT: tuple[type[BaseException], ...] = (*driver.RETRYABLE, ConcurrentDuplicate)
 Isolation = Literal["read_committed", "repeatable_read", "serializable"]
@@ -195,19 +196,29 @@ class Database:
         readonly: bool = False,
     ) -> T:
         """Run ``await work(uow)`` in one transaction, again on transient conflicts."""
+
+        async def once() -> tuple[T, int]:
+            async with self._acquire() as conn, conn.transaction(isolation=isolation, readonly=readonly):
+                uow = UnitOfWork(conn, self.ledger, self.keyring)
+                result = await work(uow)
+                return result, await uow.flush_events()
+
+        return await self._retrying(once)
+
+    async def _retrying(self, once: Callable[[], Awaitable[tuple[R, int]]]) -> R:
+        """Run ``once`` (one whole transaction, returning its result and the events it wrote) again
+        on transient conflicts, with jitter; after a commit that wrote events, tell the listeners."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                async with self._acquire() as conn, conn.transaction(isolation=isolation, readonly=readonly):
-                    uow = UnitOfWork(conn, self.ledger, self.keyring)
-                    result = await work(uow)
-                    written = await uow.flush_events()
-                if written:
-                    self.notify_events_committed()
-                return result
+                result, written = await once()
             except TRANSIENT:
                 if attempt == MAX_ATTEMPTS:
                     raise errors.StoreUnavailable("gave up after repeated transaction conflicts") from None
                 await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+                continue
+            if written:
+                self.notify_events_committed()
+            return result
         raise AssertionError("unreachable")
 
     async def group(
@@ -228,33 +239,28 @@ class Database:
             errors.StoreUnavailable,
             *fatal,
         )
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                outcomes: list[T | Exception] = []
-                written = 0
-                async with self._acquire() as conn, conn.transaction():
-                    for work in works:
-                        uow = UnitOfWork(conn, self.ledger, self.keyring)
-                        try:
-                            async with conn.transaction():  # a savepoint
-                                result = await work(uow)
-                                written += await uow.flush_events()
-                        except ends_group:
-                            raise
-                        except asyncpg.exceptions.IntegrityConstraintViolationError as exc:
-                            outcomes.append(driver.translate_integrity_error(exc))
-                        except Exception as exc:
-                            outcomes.append(exc)
-                        else:
-                            outcomes.append(result)
-                if written:
-                    self.notify_events_committed()
-                return outcomes
-            except TRANSIENT:
-                if attempt == MAX_ATTEMPTS:
-                    raise errors.StoreUnavailable("gave up after repeated transaction conflicts") from None
-                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
-        raise AssertionError("unreachable")
+
+        async def once() -> tuple[list[T | Exception], int]:
+            outcomes: list[T | Exception] = []
+            written = 0
+            async with self._acquire() as conn, conn.transaction():
+                for work in works:
+                    uow = UnitOfWork(conn, self.ledger, self.keyring)
+                    try:
+                        async with conn.transaction():  # a savepoint
+                            result = await work(uow)
+                            written += await uow.flush_events()
+                    except ends_group:
+                        raise
+                    except asyncpg.exceptions.IntegrityConstraintViolationError as exc:
+                        outcomes.append(driver.translate_integrity_error(exc))
+                    except Exception as exc:
+                        outcomes.append(exc)
+                    else:
+                        outcomes.append(result)
+            return outcomes, written
+
+        return await self._retrying(once)
 
     async def read(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         """Run ``await work(uow)`` on one connection without an explicit transaction (reads)."""
