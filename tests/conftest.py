@@ -39,7 +39,8 @@ if os.environ.get("CI"):
 # so no key file is made for it); CLI commands and `splitledger serve` started by tests inherit it.
 os.environ.setdefault("SPLITLEDGER_SECRETS_KEY", "dGVzdC1zdWl0ZS1zZWNyZXRzLWtleS0zMi1ieXRlcyE=")
 
-TEMPLATE = "splitledger_template"
+# Two suites against one external server (or cluster) at once each need their own template.
+TEMPLATE = os.environ.get("SPLITLEDGER_TEST_TEMPLATE", "splitledger_template")
 _counter = itertools.count(1)
 
 

@@ -254,8 +254,8 @@ class WebhooksTable:
             UPDATE webhook_deliveries
                SET attempt_count = attempt_count + 1, last_attempt_at = now(), last_response_status = $4,
                    last_error = $5, locked_until = NULL, lease = NULL,
-                   status = CASE $6 WHEN 'delivered' THEN 'delivered' WHEN 'failed' THEN 'failed' ELSE status END,
-                   delivered_at = CASE WHEN $6 = 'delivered' THEN (SELECT now()) END,
+                   status = coalesce($6::text, status),
+                   delivered_at = now() + CASE WHEN $6::text = 'delivered' THEN interval '0' END,
                    next_attempt_at = coalesce($7, next_attempt_at)
              WHERE platform_id = $1 AND delivery_id = $2 AND lease = $3 AND status = 'pending'
             RETURNING attempt_count
@@ -265,7 +265,7 @@ class WebhooksTable:
             claimed.lease,
             response_status,
             error,
-            outcome,
+            outcome if outcome in ("delivered", "failed") else None,  # the end state, or still pending
             next_attempt_at,
         )
         attempt = row["attempt_count"] if row is not None else None

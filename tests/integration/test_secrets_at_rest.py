@@ -67,12 +67,9 @@ async def test_a_sealed_secret_moved_to_another_platform_does_not_open(database_
         db = Database(pool, keyring=keyring(generate_key()))
         a = await _platform(db, "Toko AAAA")
         b = await _platform(db, "Toko BBBB")
-        await pool.execute(
-            "UPDATE gateways SET secret_key_encrypted = "
-            "(SELECT secret_key_encrypted FROM gateways WHERE platform_id = $1) WHERE platform_id = $2",
-            a,
-            b,
-        )
+        # Read, then write (two statements: on Citus the two platforms' rows may be on two nodes).
+        sealed = await pool.fetchval("SELECT secret_key_encrypted FROM gateways WHERE platform_id = $1", a)
+        await pool.execute("UPDATE gateways SET secret_key_encrypted = $1 WHERE platform_id = $2", sealed, b)
         with pytest.raises(errors.SecretUnreadable):
             await get_gateway(db, b)
     finally:
