@@ -8,6 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
+import ledger.store.values as values
 from ledger.chain import BlockRow, EntryRow, PostingRow
 
 
@@ -29,8 +30,9 @@ def _block(row: asyncpg.Record) -> BlockRow:
 
 
 class ChainTable:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, *, distributed: bool = False) -> None:
         self.conn = conn
+        self.distributed = distributed  # a Citus cluster: many rows as a VALUES list (ledger/store/values.py)
 
     async def lock_platform(self, platform_id: str) -> None:
         """One sealer at a time per platform (only the sealer takes this lock; posting never does)."""
@@ -77,6 +79,15 @@ class ChainTable:
             block.key_id,
             block.signature,
         )
+        if self.distributed:
+            await values.insert_values(
+                self.conn,
+                "INSERT INTO chain_members (platform_id, entry_id, block_no, position)",
+                ("$1", "bigint", "$2", "int"),
+                [(entry_id, position) for position, entry_id in enumerate(entry_ids)],
+                shared=(block.platform_id, block.block_no),
+            )
+            return
         await self.conn.execute(
             """
             INSERT INTO chain_members (platform_id, entry_id, block_no, position)

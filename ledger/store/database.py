@@ -59,10 +59,18 @@ Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 class UnitOfWork:
     """The tables of one transaction (or of one connection, for reads)."""
 
-    def __init__(self, conn: asyncpg.Connection, ledger: LedgerStore, keyring: Keyring | None = None) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        ledger: LedgerStore,
+        keyring: Keyring | None = None,
+        *,
+        distributed: bool = False,
+    ) -> None:
         self.conn = conn
         self._ledger = ledger
         self._keyring = keyring
+        self._distributed = distributed  # on a Citus cluster: many rows are written as VALUES lists
 
     @cached_property
     def ledger(self) -> BoundLedger:
@@ -70,7 +78,7 @@ class UnitOfWork:
 
     @cached_property
     def chain(self) -> ChainTable:
-        return ChainTable(self.conn)
+        return ChainTable(self.conn, distributed=self._distributed)
 
     @cached_property
     def orders(self) -> OrdersTable:
@@ -90,11 +98,11 @@ class UnitOfWork:
 
     @cached_property
     def exceptions(self) -> ExceptionsTable:
-        return ExceptionsTable(self.conn)
+        return ExceptionsTable(self.conn, distributed=self._distributed)
 
     @cached_property
     def inbox(self) -> InboxTable:
-        return InboxTable(self.conn)
+        return InboxTable(self.conn, distributed=self._distributed)
 
     @cached_property
     def keys(self) -> IdempotencyKeys:
@@ -110,7 +118,7 @@ class UnitOfWork:
 
     @cached_property
     def settlements(self) -> SettlementsTable:
-        return SettlementsTable(self.conn)
+        return SettlementsTable(self.conn, distributed=self._distributed)
 
     @cached_property
     def reports(self) -> ReportsTable:
@@ -118,7 +126,7 @@ class UnitOfWork:
 
     @cached_property
     def events(self) -> EventsTable:
-        return EventsTable(self.conn)
+        return EventsTable(self.conn, distributed=self._distributed)
 
     @cached_property
     def webhooks(self) -> WebhooksTable:
@@ -176,6 +184,12 @@ class Database:
         self.keyring = keyring
         self.ledger = LedgerStore(pool, database=self)
         self._event_listeners: list[Callable[[], None]] = []
+        self._distributed: bool | None = None  # a Citus cluster? (asked at the first unit of work)
+
+    async def _uow(self, conn: asyncpg.Connection) -> UnitOfWork:
+        if self._distributed is None:
+            self._distributed = self.ledger.distributed = await driver.is_distributed(conn)
+        return UnitOfWork(conn, self.ledger, self.keyring, distributed=self._distributed)
 
     def on_events_committed(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (no I/O, no await) after every commit that wrote events."""
@@ -199,7 +213,7 @@ class Database:
 
         async def once() -> tuple[T, int]:
             async with self._acquire() as conn, conn.transaction(isolation=isolation, readonly=readonly):
-                uow = UnitOfWork(conn, self.ledger, self.keyring)
+                uow = await self._uow(conn)
                 result = await work(uow)
                 return result, await uow.flush_events()
 
@@ -245,7 +259,7 @@ class Database:
             written = 0
             async with self._acquire() as conn, conn.transaction():
                 for work in works:
-                    uow = UnitOfWork(conn, self.ledger, self.keyring)
+                    uow = await self._uow(conn)
                     try:
                         async with conn.transaction():  # a savepoint
                             result = await work(uow)
@@ -265,7 +279,7 @@ class Database:
     async def read(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         """Run ``await work(uow)`` on one connection without an explicit transaction (reads)."""
         async with self._acquire() as conn:
-            uow = UnitOfWork(conn, self.ledger, self.keyring)
+            uow = await self._uow(conn)
             result = await work(uow)
         if uow.has_pending_events():
             raise AssertionError("events are written by Database.transaction, never by a read")

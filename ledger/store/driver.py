@@ -69,6 +69,11 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]
             self.remove_log_listener(keep)
 
 
+async def is_distributed(conn: asyncpg.Connection) -> bool:
+    """Whether the database is a Citus coordinator (the ``citus`` extension is installed in it)."""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')"))
+
+
 def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, UNAVAILABLE)
 

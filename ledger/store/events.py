@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 
+import ledger.store.values as values
 from ledger.events import NewEvent, encode_event, new_event_id
 
 _FLUSH = """
@@ -48,8 +49,9 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EventsTable:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, *, distributed: bool = False) -> None:
         self.conn = conn
+        self.distributed = distributed  # a Citus cluster: many rows as a VALUES list (ledger/store/values.py)
         self._pending: dict[str, list[NewEvent]] = defaultdict(list)
 
     def emit(self, platform_id: str, event: NewEvent) -> None:
@@ -72,6 +74,10 @@ class EventsTable:
                 continue
             at = datetime.now(UTC)
             ids = [new_event_id() for _ in found]
+            if self.distributed:
+                await self._flush_on_citus(platform_id, found, ids, at)
+                written += len(found)
+                continue
             await self.conn.execute(
                 _FLUSH,
                 platform_id,
@@ -84,6 +90,41 @@ class EventsTable:
             written += len(found)
         self._pending.clear()
         return written
+
+    async def _flush_on_citus(self, platform_id: str, found: list[NewEvent], ids: list[str], at: datetime) -> None:
+        """``_FLUSH`` as statements Citus routes to the platform's shard group (an ``INSERT … SELECT``
+        from arrays or from a CTE would be copied in through a two-phase commit): the events as a
+        VALUES list, the platform's enabled endpoints read, and their deliveries as a VALUES list,
+        in the same order as on one server (``seq``, then endpoint)."""
+        written = await values.insert_values(
+            self.conn,
+            "INSERT INTO events (platform_id, event_id, type, chain, created_at, body)",
+            ("$1", "text", "text", "text", "$2", "bytea"),
+            [
+                (event_id, e.type, e.chain, encode_event(event_id, platform_id, at, e))
+                for event_id, e in zip(ids, found, strict=True)
+            ],
+            shared=(platform_id, at),
+            tail="RETURNING event_id, seq, type, chain",
+        )
+        endpoints = await self.conn.fetch(
+            "SELECT endpoint_id, events FROM webhook_endpoints WHERE platform_id = $1 AND status = 'enabled'"
+            " ORDER BY endpoint_id",
+            platform_id,
+        )
+        deliveries = [
+            (w["endpoint_id"], r["event_id"], r["seq"], r["chain"])
+            for r in sorted(written, key=lambda r: r["seq"])
+            for w in endpoints
+            if r["type"] in w["events"] or "*" in w["events"]
+        ]
+        await values.insert_values(
+            self.conn,
+            "INSERT INTO webhook_deliveries (platform_id, endpoint_id, event_id, seq, chain)",
+            ("$1", "text", "text", "bigint", "text"),
+            deliveries,
+            shared=(platform_id,),
+        )
 
     async def sequence(self, platform_id: str, limit: int = 2000) -> int:
         """Give up to ``limit`` committed events without a position theirs, in ``seq`` order; returns

@@ -9,6 +9,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
+import ledger.store.values as values
+
 
 class ReconciliationException(msgspec.Struct, frozen=True, kw_only=True):
     exception_id: int
@@ -36,14 +38,26 @@ def _exception(row: asyncpg.Record) -> ReconciliationException:
 
 
 class ExceptionsTable:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, *, distributed: bool = False) -> None:
         self.conn = conn
+        self.distributed = distributed  # a Citus cluster: many rows as a VALUES list (ledger/store/values.py)
 
     async def add(self, platform_id: str, found: Sequence[NewException]) -> list[ReconciliationException]:
         """Open exceptions (in the order given); returns them as stored. Use cases open them through
         ``ledger.service.events.open_exceptions``, which writes their events."""
         if not found:
             return []
+        if self.distributed:
+            rows = await values.insert_values(
+                self.conn,
+                "INSERT INTO reconciliation_exceptions (platform_id, kind, source, invoice_number, expected, actual,"
+                " detail)",
+                ("$1", "text", "text", "text", "bigint", "bigint", "jsonb"),
+                [(e.kind, e.source, e.invoice_number, e.expected, e.actual, e.detail) for e in found],
+                shared=(platform_id,),
+                tail="RETURNING *",
+            )
+            return sorted((_exception(r) for r in rows), key=lambda e: e.exception_id)
         rows = await self.conn.fetch(
             """
             INSERT INTO reconciliation_exceptions (platform_id, kind, source, invoice_number, expected, actual, detail)

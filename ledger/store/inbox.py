@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import asyncpg
 import msgspec
 
+import ledger.store.values as values
+
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     request_id: str | None
@@ -23,8 +25,9 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class InboxTable:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, *, distributed: bool = False) -> None:
         self.conn = conn
+        self.distributed = distributed  # a Citus cluster: many rows as a VALUES list (ledger/store/values.py)
 
     async def keep(self, platform_id: str, delivery: Delivery) -> None:
         await self.conn.execute(
@@ -45,6 +48,19 @@ class InboxTable:
 
     async def keep_many(self, platform_id: str, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
+            return
+        if self.distributed:
+            await values.insert_values(
+                self.conn,
+                "INSERT INTO notifications (platform_id, request_id, invoice_number, transaction_status, amount, body,"
+                " outcome, detail)",
+                ("$1", "text", "text", "text", "bigint", "bytea", "text", "text"),
+                [
+                    (d.request_id, d.invoice_number, d.transaction_status, d.amount, d.body, d.outcome, d.detail)
+                    for d in deliveries
+                ],
+                shared=(platform_id,),
+            )
             return
         await self.conn.execute(
             """

@@ -27,6 +27,7 @@ import asyncpg
 import msgspec
 
 import ledger.store.driver as driver
+import ledger.store.values as values
 from ledger import errors
 from ledger.journal import content_hash
 from ledger.model import (
@@ -88,7 +89,7 @@ class LedgerStore:
 
     def __init__(self, pool: asyncpg.Pool, *, database: object | None = None) -> None:
         self.pool = pool
-        self._distributed: bool | None = None  # on a Citus cluster? (asked once, at the first post)
+        self.distributed: bool | None = None  # on a Citus cluster? (asked once; Database tells it)
 
     @asynccontextmanager
     async def _connection(self, conn: asyncpg.Connection | None) -> AsyncIterator[asyncpg.Connection]:
@@ -113,22 +114,37 @@ class LedgerStore:
         if not specs:
             return []
         async with self._connection(conn) as c, c.transaction():
-            await c.execute(
-                """
-                INSERT INTO accounts (platform_id, code, kind, currency, allow_negative, metadata)
-                SELECT $1, code, kind, currency, allow_negative, metadata::jsonb
-                  FROM unnest($2::text[], $3::text[], $4::text[], $5::bool[], $6::text[])
-                       AS s(code, kind, currency, allow_negative, metadata)
-                ORDER BY code
-                ON CONFLICT (platform_id, code) DO NOTHING
-                """,
-                platform_id,
-                [s.code for s in specs],
-                [s.kind for s in specs],
-                [s.currency for s in specs],
-                [s.allow_negative for s in specs],
-                [_json_encode(s.metadata).decode() for s in specs],
-            )
+            if self.distributed is None:
+                self.distributed = await driver.is_distributed(c)
+            if self.distributed:  # a router insert on Citus (ledger/store/values.py)
+                await values.insert_values(
+                    c,
+                    "INSERT INTO accounts (platform_id, code, kind, currency, allow_negative, metadata)",
+                    ("$1", "text", "text", "text", "bool", "text::jsonb"),
+                    [
+                        (s.code, s.kind, s.currency, s.allow_negative, _json_encode(s.metadata).decode())
+                        for s in sorted(specs, key=lambda s: s.code)
+                    ],
+                    shared=(platform_id,),
+                    tail="ON CONFLICT (platform_id, code) DO NOTHING",
+                )
+            else:
+                await c.execute(
+                    """
+                    INSERT INTO accounts (platform_id, code, kind, currency, allow_negative, metadata)
+                    SELECT $1, code, kind, currency, allow_negative, metadata::jsonb
+                      FROM unnest($2::text[], $3::text[], $4::text[], $5::bool[], $6::text[])
+                           AS s(code, kind, currency, allow_negative, metadata)
+                    ORDER BY code
+                    ON CONFLICT (platform_id, code) DO NOTHING
+                    """,
+                    platform_id,
+                    [s.code for s in specs],
+                    [s.kind for s in specs],
+                    [s.currency for s in specs],
+                    [s.allow_negative for s in specs],
+                    [_json_encode(s.metadata).decode() for s in specs],
+                )
             rows = await c.fetch(
                 "SELECT * FROM accounts WHERE platform_id = $1 AND code = ANY($2::text[])",
                 platform_id,
@@ -304,11 +320,9 @@ class LedgerStore:
         keys, acct_ids, amounts, currencies, balances, versions = (
             [list(col) for col in zip(*posting_rows, strict=True)] if posting_rows else ([], [], [], [], [], [])
         )
-        if self._distributed is None:
-            self._distributed = bool(
-                await conn.fetchval("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')")
-            )
-        if self._distributed:
+        if self.distributed is None:
+            self.distributed = await driver.is_distributed(conn)
+        if self.distributed:
             return await self._insert_on_citus(conn, platform_id, drafts, hashes, posting_rows, updated)
         rows = await conn.fetch(
             """
@@ -374,57 +388,47 @@ class LedgerStore:
         posting_rows: list[tuple[str, int, int, str, int, int]],
         updated: tuple[list[int], list[int], list[int]],
     ) -> dict[str, int]:
-        """The same writes as ``_insert``, as three statements, for a Citus cluster.
+        """The same writes as ``_insert``, for a Citus cluster, as statements Citus routes to the one
+        node of the platform's shard group and commits there with a plain COMMIT.
 
         Citus runs the one-statement form's CTEs as subplans whose results it sends to every worker,
-        which makes a batch a two-phase commit over all nodes. Each statement here reaches only the
-        node of the platform's shard group: an INSERT … SELECT from arrays is computed on the
-        coordinator and copied into the one shard its rows hash to, the UPDATE is a router query
-        (docs/scale-out.md). Two more round trips per batch, none per entry.
+        and writes the rows of an ``INSERT … SELECT`` from arrays through a copy that always ends in
+        a two-phase commit. Here: the instant of the entries (the same for all of them and their
+        postings, as in ``_insert``, and taken after the accounts were locked, so that an account's
+        postings are recorded in time order), the entries and the postings as multi-row VALUES lists
+        (``values.insert_values``), and the balances as one router UPDATE (docs/scale-out.md).
         """
-        entries = await conn.fetch(
-            """
-            INSERT INTO journal_entries (platform_id, kind, idempotency_key, content_hash, external_ref,
-                                         multi_currency, effective_at, created_at, metadata)
-            SELECT $1, s.kind, s.key, s.hash, s.external_ref, s.multi, coalesce(s.effective_at, now_.ts),
-                   now_.ts, s.metadata::jsonb
-              FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[], $6::bool[], $7::timestamptz[],
-                          $8::text[]) WITH ORDINALITY
-                   AS s(kind, key, hash, external_ref, multi, effective_at, metadata, ord),
-                   (SELECT clock_timestamp() AS ts) AS now_
-             ORDER BY s.ord
-            ON CONFLICT (platform_id, idempotency_key) DO NOTHING
-            RETURNING entry_id, idempotency_key, created_at
-            """,
-            platform_id,
-            [d.kind for d in drafts],
-            [d.idempotency_key for d in drafts],
-            hashes,
-            [d.external_ref for d in drafts],
-            [d.multi_currency for d in drafts],
-            [d.effective_at for d in drafts],
-            [_json_encode(d.metadata).decode() for d in drafts],
+        now = await conn.fetchval("SELECT clock_timestamp()")
+        entries = await values.insert_values(
+            conn,
+            "INSERT INTO journal_entries (platform_id, kind, idempotency_key, content_hash, external_ref,"
+            " multi_currency, effective_at, created_at, metadata)",
+            ("$1", "text", "text", "bytea", "text", "bool", "timestamptz", "$2", "text::jsonb"),
+            [
+                (
+                    d.kind,
+                    d.idempotency_key,
+                    h,
+                    d.external_ref,
+                    d.multi_currency,
+                    d.effective_at or now,
+                    _json_encode(d.metadata).decode(),
+                )
+                for d, h in zip(drafts, hashes, strict=True)
+            ],
+            shared=(platform_id, now),
+            tail="ON CONFLICT (platform_id, idempotency_key) DO NOTHING RETURNING entry_id, idempotency_key",
         )
         if len(entries) != len(drafts):
             raise _ConcurrentDuplicate()
         entry_ids = {r["idempotency_key"]: r["entry_id"] for r in entries}
-        await conn.execute(
-            """
-            INSERT INTO postings (platform_id, entry_id, account_id, amount, currency, balance_after,
-                                  account_version, created_at)
-            SELECT $1, x.entry_id, x.account_id, x.amount, x.currency, x.balance_after, x.version, $8
-              FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[])
-                   WITH ORDINALITY AS x(entry_id, account_id, amount, currency, balance_after, version, ord)
-             ORDER BY x.ord
-            """,
-            platform_id,
-            [entry_ids[row[0]] for row in posting_rows],
-            [row[1] for row in posting_rows],
-            [row[2] for row in posting_rows],
-            [row[3] for row in posting_rows],
-            [row[4] for row in posting_rows],
-            [row[5] for row in posting_rows],
-            entries[0]["created_at"],
+        await values.insert_values(
+            conn,
+            "INSERT INTO postings (platform_id, entry_id, account_id, amount, currency, balance_after,"
+            " account_version, created_at)",
+            ("$1", "bigint", "bigint", "bigint", "text", "bigint", "bigint", "$2"),
+            [(entry_ids[row[0]], *row[1:]) for row in posting_rows],
+            shared=(platform_id, now),
         )
         await conn.execute(
             """

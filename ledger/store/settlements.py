@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+import ledger.store.values as values
 from ledger.settlement import ImportSummary, LineTally, SettlementLine, SettlementReport
 
 _LINE_COLUMNS = (
@@ -25,8 +26,9 @@ def _line(row: asyncpg.Record) -> SettlementLine:
 
 
 class SettlementsTable:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, *, distributed: bool = False) -> None:
         self.conn = conn
+        self.distributed = distributed  # a Citus cluster: many rows as a VALUES list (ledger/store/values.py)
 
     async def open_report(
         self,
@@ -93,6 +95,46 @@ class SettlementsTable:
 
     async def add_lines(self, platform_id: str, report_id: str, lines: Sequence[SettlementLine]) -> None:
         if not lines:
+            return
+        if self.distributed:
+            await values.insert_values(
+                self.conn,
+                f"INSERT INTO settlement_lines (platform_id, report_id, {_LINE_COLUMNS})",
+                (
+                    "$1",
+                    "$2",
+                    "int",
+                    "text",
+                    "bigint",
+                    "bigint",
+                    "bigint",
+                    "date",
+                    "text",
+                    "bigint",
+                    "text",
+                    "text",
+                    "text",
+                    "text",
+                ),
+                [
+                    (
+                        line.line_no,
+                        line.invoice_number,
+                        line.gross,
+                        line.fee,
+                        line.net,
+                        line.settled_on,
+                        line.status,
+                        line.entry_id,
+                        line.detail,
+                        line.exception_kind,
+                        line.line_type,
+                        line.refund_id,
+                    )
+                    for line in lines
+                ],
+                shared=(platform_id, report_id),
+            )
             return
         await self.conn.execute(
             f"""

@@ -269,11 +269,18 @@ class WebhooksTable:
             next_attempt_at,
         )
         attempt = row["attempt_count"] if row is not None else None
+        if attempt is None:  # the lease was lost: the attempt still made is recorded after the others
+            attempt = await self.conn.fetchval(
+                "SELECT coalesce(max(attempt), 0) + 1 FROM webhook_attempts"
+                " WHERE platform_id = $1 AND delivery_id = $2",
+                claimed.platform_id,
+                claimed.delivery_id,
+            )
+        # VALUES, not INSERT … SELECT: on Citus a router insert, committed without two phases.
         await self.conn.execute(
             """
             INSERT INTO webhook_attempts (platform_id, delivery_id, attempt, response_status, error, duration_ms)
-            SELECT $1, $2, coalesce($3, (SELECT coalesce(max(attempt), 0) + 1 FROM webhook_attempts
-                                          WHERE platform_id = $1 AND delivery_id = $2)), $4, $5, $6
+            VALUES ($1, $2, $3, $4, $5, $6)
             ON CONFLICT DO NOTHING
             """,
             claimed.platform_id,
