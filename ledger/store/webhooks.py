@@ -153,12 +153,13 @@ class WebhooksTable:
         new = await self.conn.fetch(
             """
             INSERT INTO webhook_deliveries (platform_id, endpoint_id, event_id, seq, chain)
-            SELECT $1, w.endpoint_id, $2, $5, $6 FROM webhook_endpoints w
+            SELECT w.platform_id, w.endpoint_id, $2, $5, $6 FROM webhook_endpoints w
              WHERE w.platform_id = $1 AND w.status = 'enabled'
                AND ($3::text IS NULL OR w.endpoint_id = $3)
                AND ($3::text IS NOT NULL OR $4 = ANY (w.events) OR '*' = ANY (w.events))
                AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
-                                WHERE d.platform_id = $1 AND d.endpoint_id = w.endpoint_id AND d.event_id = $2
+                                WHERE d.platform_id = w.platform_id AND d.endpoint_id = w.endpoint_id
+                                  AND d.event_id = $2
                                   AND d.status = 'pending')
              ORDER BY w.endpoint_id
             RETURNING delivery_id
