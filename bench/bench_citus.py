@@ -9,8 +9,9 @@ platform's) at ``--submitters`` concurrent submitters, on:
   * **one node**: a fresh plain database on ``--single-url`` (default: the coordinator's server,
     without the citus extension in the database, so nothing is distributed).
 
-Both with ``synchronous_commit = on`` (set on the bench's connections). Prints one line per run and
-checks every order was captured once. Loopback only; the figures are those of this machine.
+Both with ``synchronous_commit = on`` (set on the bench's connections). Prints one line per run,
+then the CPU per capture of each server (coordinator, workers) and of this process, and checks every
+order was captured once. Loopback only; the figures are those of this machine.
 
 Run:  python bench/bench_citus.py --citus-url postgresql://postgres@127.0.0.1:9700/postgres
 """
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import asyncpg
 
 from bench.common import machine
-from bench.marketplace import Marketplace, add_orders, create_marketplace, percentiles
+from bench.marketplace import Marketplace, ServerCpu, add_orders, create_marketplace, percentiles
 from ledger.orders import CaptureRequest
 from ledger.service.capture import CaptureBatcher
 from ledger.store import Database
@@ -102,7 +103,35 @@ async def drop_everywhere(admin_url: str, name: str, citus: bool) -> None:
                 await asyncio.sleep(0.1)
 
 
-async def measure(url: str, platforms: int, args: argparse.Namespace) -> tuple[float, float, float, int]:
+async def servers(url: str) -> dict[str, ServerCpu]:
+    """The CPU meter of every server the database spans: the coordinator (or the one node) and,
+    on Citus, each worker (None where a server's processes cannot be read from here)."""
+    conn = await asyncpg.connect(url)
+    try:
+        found = {"coordinator": await ServerCpu.of(conn)}
+        if await conn.fetchval("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')"):
+            for n in await conn.fetch("SELECT nodename, nodeport FROM pg_dist_node WHERE groupid <> 0 ORDER BY 1, 2"):
+                worker = await asyncpg.connect(with_node(url, n["nodename"], n["nodeport"]))
+                try:
+                    found[f"worker {n['nodeport']}"] = await ServerCpu.of(worker)
+                finally:
+                    await worker.close()
+    finally:
+        await conn.close()
+    return found
+
+
+def cpu_line(before: dict[str, float | None], after: dict[str, float | None], bench_s: float, n: int) -> str:
+    parts = [
+        f"{name} {(after[name] - b) / n * 1e6:.0f}"
+        if (b := before[name]) is not None and after[name] is not None
+        else f"{name} ?"
+        for name in before
+    ]
+    return "CPU per capture (µs): " + ", ".join([*parts, f"this process {bench_s / n * 1e6:.0f}"])
+
+
+async def measure(url: str, platforms: int, args: argparse.Namespace) -> tuple[float, float, float, int, str]:
     pool = await asyncpg.create_pool(
         url,
         init=init_connection,
@@ -135,16 +164,20 @@ async def measure(url: str, platforms: int, args: argparse.Namespace) -> tuple[f
             assert result.outcome == "captured", result
             latencies.append(time.perf_counter() - started)
 
+    meters = await servers(url)
+    cpu0 = {name: m.seconds() for name, m in meters.items()}
+    own0 = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(submitter() for _ in range(args.submitters)))
     wall = time.perf_counter() - started
+    cpu = cpu_line(cpu0, {name: m.seconds() for name, m in meters.items()}, time.process_time() - own0, len(work))
     await batcher.stop()
     captured = await pool.fetchval("SELECT count(*) FROM journal_entries WHERE kind = 'capture'")
     assert captured == len(work), (captured, len(work))
     await pool.close()
     await raw.close()
     p50, p99 = percentiles(latencies)
-    return len(work) / wall, p50, p99, batcher.batches
+    return len(work) / wall, p50, p99, batcher.batches, cpu
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -162,7 +195,7 @@ async def main(args: argparse.Namespace) -> None:
                 url = await plain_database(single_admin, name)
                 admin = single_admin
             try:
-                rate, p50, p99, batches = await measure(url, platforms, args)
+                rate, p50, p99, batches, cpu = await measure(url, platforms, args)
             finally:
                 await drop_everywhere(admin, name, target == "citus")
             results[(target, platforms)] = rate
@@ -171,6 +204,7 @@ async def main(args: argparse.Namespace) -> None:
                 f"  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  {batches} batches",
                 flush=True,
             )
+            print(f"          {cpu}", flush=True)
     for platforms in PLATFORMS:
         ratio = results[("citus", platforms)] / results[("one node", platforms)]
         print(f"citus/one node at {platforms:>2} platforms: {ratio:.2f}x")
