@@ -237,8 +237,10 @@ class Sandbox:
         """Background tasks still running: deliveries, scheduled retries, auto-outcomes."""
         return len(self._tasks)
 
-    async def drain(self, timeout_s: float = 5.0) -> None:
-        """Wait for every pending delivery, retry and auto-outcome to finish."""
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait for every pending delivery, retry and auto-outcome to finish (a bound, not a pause:
+        it returns as soon as they have; generous for a cold database on a Citus cluster, whose
+        first batches of a fresh database answer in seconds)."""
         await self._tasks.drain(timeout_s)
 
     async def aclose(self) -> None:
