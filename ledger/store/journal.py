@@ -102,6 +102,11 @@ class LedgerStore:
         except driver.UNAVAILABLE as exc:
             raise driver.unavailable(exc) from exc
 
+    async def _on_citus(self, conn: asyncpg.Connection) -> bool:
+        if self.distributed is None:  # a store used without a Database asks once itself
+            self.distributed = await driver.is_distributed(conn)
+        return self.distributed
+
     # -- accounts ---------------------------------------------------------------------------
 
     async def open_accounts(
@@ -114,9 +119,7 @@ class LedgerStore:
         if not specs:
             return []
         async with self._connection(conn) as c, c.transaction():
-            if self.distributed is None:
-                self.distributed = await driver.is_distributed(c)
-            if self.distributed:  # a router insert on Citus (ledger/store/values.py)
+            if await self._on_citus(c):  # a router insert on Citus (ledger/store/values.py)
                 await values.insert_values(
                     c,
                     "INSERT INTO accounts (platform_id, code, kind, currency, allow_negative, metadata)",
@@ -320,9 +323,7 @@ class LedgerStore:
         keys, acct_ids, amounts, currencies, balances, versions = (
             [list(col) for col in zip(*posting_rows, strict=True)] if posting_rows else ([], [], [], [], [], [])
         )
-        if self.distributed is None:
-            self.distributed = await driver.is_distributed(conn)
-        if self.distributed:
+        if await self._on_citus(conn):
             return await self._insert_on_citus(conn, platform_id, drafts, hashes, posting_rows, updated)
         rows = await conn.fetch(
             """
